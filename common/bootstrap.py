@@ -1,0 +1,95 @@
+"""Wires settings, database, cipher, Google clients, token service and broker for one process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import dramatiq
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.cipher import TokenCipher
+from common.config import Settings, load_settings
+from common.db import make_engine, make_sessionmaker
+from common.events import Event, IncidentClosed, IncidentOpened, Publisher, discard
+from common.gbp_client import GbpClient, GbpUrls
+from common.google_oauth import GoogleOAuthClient, GoogleOAuthConfig
+from common.logging import configure_logging
+from common.tasks import NOTIFY_INCIDENT_CLOSED, NOTIFY_INCIDENT_OPENED, send
+from common.token_service import TokenService
+
+
+@dataclass
+class Container:
+    """Everything a service needs, built once by its bootstrap."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    cipher: TokenCipher
+    http: httpx.Client
+    oauth: GoogleOAuthClient
+    gbp: GbpClient
+    tokens: TokenService
+    broker: dramatiq.Broker | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.http.close()
+        self.engine.dispose()
+
+
+def broker_publisher(broker: dramatiq.Broker) -> Publisher:
+    """Publishes domain events as notifier messages (called after the causing transaction commits)."""
+
+    def publish(events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, IncidentOpened):
+                send(broker, NOTIFY_INCIDENT_OPENED, event.incident_id)
+            elif isinstance(event, IncidentClosed):
+                send(broker, NOTIFY_INCIDENT_CLOSED, event.incident_id)
+
+    return publish
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    broker: dramatiq.Broker | None = None,
+    configure_logs: bool = True,
+    pool_size: int = 10,
+) -> Container:
+    """Build the container; with a broker, incident events are published to the notifier."""
+    settings = settings or load_settings()
+    if configure_logs:
+        configure_logging(settings.log_level, settings.log_format)
+    engine = make_engine(settings.database_url, pool_size=pool_size)
+    sessions = make_sessionmaker(engine)
+    cipher = TokenCipher.from_spec(settings.token_encryption_keys.reveal())
+    timeout = settings.http_timeout_seconds
+    http = httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
+        limits=httpx.Limits(max_connections=max(20, pool_size * 2), max_keepalive_connections=max(20, pool_size * 2)),
+    )
+    oauth = GoogleOAuthClient(
+        GoogleOAuthConfig(
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret.reveal(),
+            auth_url=settings.google_auth_url,
+            token_url=settings.google_token_url,
+            revoke_url=settings.google_revoke_url,
+            timeout_seconds=timeout,
+        ),
+        http=http,
+    )
+    gbp = GbpClient(
+        GbpUrls(
+            settings.gbp_account_management_url, settings.gbp_business_information_url, settings.gbp_performance_url
+        ),
+        http,
+    )
+    publish = broker_publisher(broker) if broker is not None else discard
+    tokens = TokenService(sessions, cipher, oauth, publish=publish, lock_timeout_seconds=settings.lock_timeout_seconds)
+    return Container(settings, engine, sessions, cipher, http, oauth, gbp, tokens, broker)

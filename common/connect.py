@@ -1,0 +1,76 @@
+"""Completing an OAuth connection: code exchange, scope check, encrypted store, one row per Google account."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.cipher import TokenCipher
+from common.errors import IntegrationNotFound
+from common.events import Event
+from common.google_oauth import GoogleOAuthClient
+from common.models import ACTIVE, GOOGLE, Integration
+from common.token_service import close_incident, store_grant
+
+
+@dataclass(frozen=True)
+class Connected:
+    integration_id: int
+    created: bool
+    reconnected: bool
+    events: list[Event]
+
+
+def complete_connection(
+    session: Session,
+    oauth: GoogleOAuthClient,
+    cipher: TokenCipher,
+    *,
+    user_id: int,
+    code: str,
+    code_verifier: str,
+    redirect_uri: str,
+    now: dt.datetime,
+    integration_id: int | None = None,
+) -> Connected:
+    """Exchange the code and store the grant in `session`'s transaction; the caller commits, then publishes.
+
+    Raises ReauthRequired('missing_scope') when the user unticked the Business Profile permission.
+    A reconnect (`integration_id`) updates that integration; connecting a Google account the user
+    has connected before updates that one instead of adding a duplicate.
+    """
+    grant = oauth.exchange_code(code=code, code_verifier=code_verifier, redirect_uri=redirect_uri)
+    claims = grant.id_token_claims
+    subject = str(claims.get("sub") or "") or None
+    email = str(claims.get("email") or "") or None
+    row: Integration | None
+    if integration_id is not None:
+        row = session.get(Integration, integration_id, with_for_update=True)
+        if row is None or row.user_id != user_id:
+            raise IntegrationNotFound(f"integration {integration_id} does not exist")
+    else:
+        row = session.execute(
+            select(Integration)
+            .where(
+                Integration.user_id == user_id,
+                Integration.platform == GOOGLE,
+                Integration.external_account_id == subject,
+            )
+            .with_for_update()
+        ).scalar_one_or_none()
+    created = row is None
+    was_broken = bool(row and (row.needs_reauth or row.status != ACTIVE or row.error_kind))
+    if row is None:
+        row = Integration(user_id=user_id, platform=GOOGLE, external_account_id=subject, created_at=now)
+        session.add(row)
+        session.flush()
+    row.status = ACTIVE
+    row.external_account_id = subject or row.external_account_id
+    row.external_account_email = email or row.external_account_email
+    row.display_name = row.display_name or f"Google Business Profile ({email or 'account'})"
+    store_grant(row, grant, cipher, now)
+    events = close_incident(session, row, now)
+    return Connected(row.id, created, not created and was_broken, events)

@@ -1,0 +1,106 @@
+"""structlog setup: JSON lines (console on a TTY), stdlib loggers through the same chain, redaction last."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from structlog.types import EventDict, Processor, WrappedLogger
+
+REDACTED = "[REDACTED]"
+_SECRET_KEY = re.compile(
+    r"(^|_)(access_token|refresh_token|id_token|token|tokens|secret|client_secret|password|passwd|"
+    r"authorization|code_verifier|verifier|code|api_key|cookie|key|keys|smtp_url)$",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(
+    r"(ya29\.[\w\-.~+/]+"
+    r"|1//[\w\-.~+/]+"
+    r"|(?i:bearer)\s+[\w\-.~+/]+=*"
+    r"|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*"
+    r"|(?<=[?&;\s])(?:access_token|refresh_token|code|token|client_secret|code_verifier)=[^&\s\"']+"
+    r"|(?<=://)[^/@\s:]+:[^/@\s]+(?=@))"
+)
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(REDACTED, value) if value else value
+    if depth > 4:
+        return value
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _is_secret_key(k) else _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    return value
+
+
+def _is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+
+
+def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Last line of defence: secret-named keys are blanked and token-shaped values masked."""
+    for key in list(event_dict):
+        if _is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "", *, stream: Any = None) -> None:
+    """Configure structlog and the stdlib root logger; call once from a service's bootstrap."""
+    out = stream or sys.stdout
+    if not fmt:
+        fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(default=str)
+    )
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redact,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("pika", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    for name in ("dramatiq", "uvicorn", "uvicorn.error", "uvicorn.access", "periodiq"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = []
+        lg.propagate = True
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,232 @@
+"""`ensure_fresh_token`: a valid access token for an integration, refreshed under its lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.cipher import TokenCipher
+from common.errors import (
+    IntegrationInactive,
+    IntegrationNotFound,
+    ProviderConfigError,
+    ProviderError,
+    ReauthRequired,
+    TransientProviderError,
+)
+from common.events import Event, IncidentClosed, IncidentOpened, Publisher, discard
+from common.google_oauth import MSG_NO_REFRESH_TOKEN, TokenGrant
+from common.locking import lock_integration
+from common.logging import get_logger
+from common.models import ACTIVE, Incident, Integration, utcnow
+
+log = get_logger("integrations.token")
+
+
+class Refresher(Protocol):
+    def refresh(self, refresh_token: str) -> TokenGrant: ...
+
+
+@dataclass
+class TokenService:
+    """Refreshes tokens one integration at a time across every process (ARCHITECTURE.md rule 1)."""
+
+    sessions: sessionmaker[Session]
+    cipher: TokenCipher
+    oauth: Refresher
+    publish: Publisher = discard
+    lock_timeout_seconds: float = 30.0
+    clock: Callable[[], dt.datetime] = field(default=utcnow)
+
+    def ensure_fresh_token(
+        self, integration_id: int, margin_seconds: int = 300, *, rejected_token: str | None = None
+    ) -> str:
+        """An access token valid for at least `margin_seconds`, refreshing it first when needed.
+
+        `rejected_token` is an access token an API just answered 401 to: it is refreshed even if its
+        expiry looks fine, unless another worker already replaced it.
+        """
+        if rejected_token is None:
+            with self.sessions() as s:
+                row = s.get(Integration, integration_id)
+                if row is None:
+                    raise IntegrationNotFound(f"integration {integration_id} does not exist")
+                _check_active(row)
+                if self._fresh(row, margin_seconds):
+                    return self._access_token(row)
+        return self._refresh_locked(integration_id, margin_seconds, rejected_token, log_skip=False)[0]
+
+    def refresh(self, integration_id: int, within_seconds: int) -> bool:
+        """Refresh when the token expires within `within_seconds`; True when a provider call was made."""
+        before = time.perf_counter()
+        with self.sessions() as s:
+            row = s.get(Integration, integration_id)
+            if row is None:
+                raise IntegrationNotFound(f"integration {integration_id} does not exist")
+            if row.status == ACTIVE and row.access_token_enc and self._fresh(row, within_seconds):
+                _log_skip(row, "not_due", before)
+                return False
+        return self._refresh_locked(integration_id, within_seconds, None, log_skip=True)[1]
+
+    def record_transient_failure(self, integration_id: int, error: TransientProviderError) -> None:
+        """Retries are exhausted: show the error, but the grant is fine, so no re-auth and no incident."""
+        with self.sessions.begin() as s:
+            row = s.get(Integration, integration_id)
+            if row is None:
+                return
+            _mark_failed(row, error, self.clock())
+
+    def _fresh(self, row: Integration, margin_seconds: int) -> bool:
+        exp = row.token_expires_at
+        return (
+            bool(row.access_token_enc) and exp is not None and exp > self.clock() + dt.timedelta(seconds=margin_seconds)
+        )
+
+    def _access_token(self, row: Integration) -> str:
+        assert row.access_token_enc is not None
+        return self.cipher.decrypt(row.access_token_enc, integration_id=row.id, field="access_token")
+
+    def _refresh_locked(
+        self, integration_id: int, margin_seconds: int, rejected_token: str | None, *, log_skip: bool
+    ) -> tuple[str, bool]:
+        started = time.perf_counter()
+        events: list[Event] = []
+        failure: ProviderError | None = None
+        token = ""
+        with self.sessions.begin() as s:
+            row = lock_integration(s, integration_id, self.lock_timeout_seconds)
+            _check_active(row)
+            if self._fresh(row, margin_seconds):
+                current = self._access_token(row)
+                if rejected_token is None or current != rejected_token:
+                    if log_skip or rejected_token is not None:
+                        _log_skip(row, "refreshed_by_another_worker", started)
+                    return current, False
+            if not row.refresh_token_enc:
+                failure = ReauthRequired("no_refresh_token", MSG_NO_REFRESH_TOKEN)
+            else:
+                refresh_token = self.cipher.decrypt(row.refresh_token_enc, integration_id=row.id, field="refresh_token")
+                try:
+                    grant = self.oauth.refresh(refresh_token)
+                except TransientProviderError as exc:
+                    _log_failed(row, exc, started)
+                    raise
+                except ProviderError as exc:
+                    failure = exc
+            if failure is None:
+                token = grant.access_token
+                store_grant(row, grant, self.cipher, self.clock())
+                events += close_incident(s, row, self.clock())
+            else:
+                _mark_failed(row, failure, self.clock())
+                events += open_incident(s, row, failure, self.clock())
+            platform, expires_at = row.platform, row.token_expires_at
+        if failure is not None:
+            _log_failed(row, failure, started)
+            self.publish(events)
+            raise failure
+        log.info(
+            "token.refresh.succeeded",
+            integration_id=integration_id,
+            platform=platform,
+            duration_ms=_ms(started),
+            expires_at=expires_at.isoformat() if expires_at else None,
+        )
+        if events:
+            self.publish(events)
+        return token, True
+
+
+def store_grant(row: Integration, grant: TokenGrant, cipher: TokenCipher, now: dt.datetime) -> None:
+    """Encrypt and store a grant's tokens; the stored refresh token stays when the grant has none."""
+    row.access_token_enc = cipher.encrypt(grant.access_token, integration_id=row.id, field="access_token")
+    if grant.refresh_token:
+        row.refresh_token_enc = cipher.encrypt(grant.refresh_token, integration_id=row.id, field="refresh_token")
+    row.token_expires_at = grant.expires_at
+    if grant.scopes:
+        row.granted_scopes = " ".join(sorted(grant.scopes))
+    row.last_refreshed_at = now
+    row.refresh_failure_count = 0
+    if row.error_kind is not None or row.needs_reauth:
+        row.needs_reauth = False
+        row.error_kind = None
+        row.error_reason = None
+        if row.last_sync_status == "error":
+            row.last_sync_status = "success" if row.last_synced_at else None
+            row.last_sync_message = None
+
+
+def _mark_failed(row: Integration, error: ProviderError, now: dt.datetime) -> None:
+    row.last_sync_status = "error"
+    row.last_sync_message = error.message
+    row.error_kind = error.kind
+    row.error_reason = error.reason
+    row.needs_reauth = isinstance(error, ReauthRequired)
+    row.refresh_failure_count = (row.refresh_failure_count or 0) + 1
+    row.last_refresh_failed_at = now
+
+
+def open_incident(s: Session, row: Integration, error: ProviderError, now: dt.datetime) -> list[Event]:
+    if not isinstance(error, ReauthRequired | ProviderConfigError):
+        return []
+    existing = s.execute(
+        select(Incident).where(Incident.integration_id == row.id, Incident.closed_at.is_(None))
+    ).scalar_one_or_none()
+    if existing is not None:
+        return []
+    incident = Incident(
+        integration_id=row.id, kind=error.kind, reason=error.reason, message=error.message, opened_at=now
+    )
+    s.add(incident)
+    s.flush()
+    return [IncidentOpened(row.id, incident.id, error.kind, error.reason)]
+
+
+def close_incident(s: Session, row: Integration, now: dt.datetime) -> list[Event]:
+    open_ = s.execute(
+        select(Incident).where(Incident.integration_id == row.id, Incident.closed_at.is_(None))
+    ).scalar_one_or_none()
+    if open_ is None:
+        return []
+    open_.closed_at = now
+    return [IncidentClosed(row.id, open_.id, open_.kind)]
+
+
+def _check_active(row: Integration) -> None:
+    if row.status != ACTIVE:
+        raise IntegrationInactive(f"integration {row.id} is {row.status}")
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _log_skip(row: Integration, reason: str, started: float) -> None:
+    log.info(
+        "token.refresh.skipped",
+        integration_id=row.id,
+        platform=row.platform,
+        duration_ms=_ms(started),
+        reason=reason,
+        expires_at=row.token_expires_at.isoformat() if row.token_expires_at else None,
+    )
+
+
+def _log_failed(row: Integration, error: ProviderError, started: float) -> None:
+    level = "error" if isinstance(error, ProviderConfigError) else "warning"
+    getattr(log, level)(
+        "token.refresh.failed",
+        integration_id=row.id,
+        platform=row.platform,
+        duration_ms=_ms(started),
+        error_kind=error.kind,
+        reason=error.reason,
+        message=error.message,
+        operator_action_required=isinstance(error, ProviderConfigError),
+    )

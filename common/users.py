@@ -1,0 +1,55 @@
+"""Users and their API keys: random, shown once, stored as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.errors import IntegrationsError
+from common.models import User
+
+KEY_PREFIX = "ik_"
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+class UserExists(IntegrationsError):
+    """A user with that email exists already."""
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def create_user(sessions: sessionmaker[Session], email: str) -> tuple[int, str]:
+    """Create a user and return (id, api_key); the key is not stored and cannot be shown again."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise ValueError(f"not an email address: {email!r}")
+    api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    try:
+        with sessions.begin() as s:
+            user = User(email=email, api_key_hash=hash_key(api_key))
+            s.add(user)
+            s.flush()
+            return user.id, api_key
+    except IntegrityError:
+        raise UserExists(f"a user with email {email} exists already") from None
+
+
+def authenticate(session: Session, api_key: str) -> User | None:
+    """The user owning `api_key`, or None; the key is compared only as a hash, in constant time."""
+    if not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
+        # Hash anyway so a malformed key costs the same as a wrong one.
+        hmac.compare_digest(hash_key(api_key), hash_key(KEY_PREFIX))
+        return None
+    digest = hash_key(api_key)
+    user = session.execute(select(User).where(User.api_key_hash == digest)).scalar_one_or_none()
+    if user is None or not hmac.compare_digest(user.api_key_hash, digest):
+        return None
+    return user

@@ -1,0 +1,42 @@
+"""Run the fake in the foreground: python -m services.fake_google --host 127.0.0.1 --port 8765."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from services.fake_google.server import bind_socket, uvicorn_config
+from services.fake_google.state import FakeGoogle
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m services.fake_google", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on stdout)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every endpoint")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="must be 1: tokens, counters and controls live in one process's memory",
+    )
+    args = parser.parse_args(argv)
+    if args.workers != 1:
+        # Tokens issued by one worker would be unknown to the others, so refreshes would fail at random.
+        parser.error("--workers must be 1: the fake's state is in-process")
+    fake = FakeGoogle()
+    if args.latency_ms > 0:
+        fake.set_latency("*", args.latency_ms)
+    sock = bind_socket(args.host, args.port)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"fake google listening on http://{host}:{port}", flush=True)
+    uvicorn.Server(uvicorn_config(fake, args.host, port)).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
