@@ -330,9 +330,10 @@ def test_latency_and_hang(server: FakeGoogleServer, client: httpx.Client, fake: 
 def test_accounts_paging(client: httpx.Client, fake: FakeGoogle) -> None:
     fake.set_user_shape("many@example.com", accounts=3)
     headers = bearer(connect(client, fake, "many@example.com")["access_token"])
-    names, token = [], None
+    names: list[str] = []
+    token: str | None = None
     while True:
-        params = {"pageSize": 1} | ({"pageToken": token} if token else {})
+        params: dict[str, str | int] = {"pageSize": 1} | ({"pageToken": token} if token else {})
         body = client.get("/accountmanagement/v1/accounts", params=params, headers=headers).json()
         assert len(body["accounts"]) == 1 and body["accounts"][0]["type"] == "PERSONAL"
         names.append(body["accounts"][0]["name"])
@@ -382,7 +383,7 @@ def test_performance(client: httpx.Client, fake: FakeGoogle) -> None:
         ("dailyRange.endDate.day", str(end.day)),
     ]
     url = f"/performance/v1/{location}:fetchMultiDailyMetricsTimeSeries"
-    resp = client.get(url, params=params, headers=headers)
+    resp = client.get(url, params=tuple(params), headers=headers)
     assert resp.status_code == 200, resp.text
     series = resp.json()["multiDailyMetricTimeSeries"][0]["dailyMetricTimeSeries"]
     assert [s["dailyMetric"] for s in series] == ["WEBSITE_CLICKS", "CALL_CLICKS"]
@@ -401,14 +402,14 @@ def test_performance(client: httpx.Client, fake: FakeGoogle) -> None:
     assert zeros > 0
 
     bad = [("dailyMetrics", "NOPE"), *params[2:]]
-    assert client.get(url, params=bad, headers=headers).json()["error"]["status"] == "INVALID_ARGUMENT"
-    assert client.get(url, params=params[:4], headers=headers).status_code == 400
+    assert client.get(url, params=tuple(bad), headers=headers).json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert client.get(url, params=tuple(params[:4]), headers=headers).status_code == 400
     wrong_method = url.replace("fetchMultiDailyMetricsTimeSeries", "getDailyMetricsTimeSeries")
-    assert client.get(wrong_method, params=params, headers=headers).status_code == 404
+    assert client.get(wrong_method, params=tuple(params), headers=headers).status_code == 404
     other = bearer(connect(client, fake, "other@example.com")["access_token"])
-    assert client.get(url, params=params, headers=other).json()["error"]["status"] == "PERMISSION_DENIED"
+    assert client.get(url, params=tuple(params), headers=other).json()["error"]["status"] == "PERMISSION_DENIED"
     fake.forbid_location(location)
-    resp = client.get(url, params=params, headers=headers)
+    resp = client.get(url, params=tuple(params), headers=headers)
     assert resp.status_code == 403 and resp.json()["error"]["status"] == "PERMISSION_DENIED"
 
 
