@@ -219,7 +219,8 @@ class FakeGoogleCore:
 
     def is_forbidden(self, name: str) -> bool:
         """Whether `name` ("locations/ID" or "accounts/ID") was forbidden by `forbid_location`."""
-        return bool(self._forbidden) and name in self._forbidden
+        with self._lock:
+            return name in self._forbidden
 
 
 def _redirect(uri: str, **params: str | None) -> str:

@@ -77,7 +77,7 @@ class FakeGoogle(FakeGoogleCore):
             self._deny_consents += 1
 
     def forbid_location(self, name: str) -> None:
-        """Answer 403 PERMISSION_DENIED for "locations/ID" (performance) or "accounts/ID" (locations list)."""
+        """403 PERMISSION_DENIED for "locations/ID" (its metrics and any locations page listing it) or "accounts/ID"."""
         with self._lock:
             self._forbidden.add(name if "/" in name else f"locations/{name}")
 
