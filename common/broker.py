@@ -15,6 +15,7 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
+from periodiq import PeriodiqMiddleware
 
 from common.config import MEMORY_BROKER
 from common.tasks import QUEUES
@@ -24,6 +25,9 @@ MIN_BACKOFF_MS = 2_000
 MAX_BACKOFF_MS = 10 * 60_000
 MAX_RETRIES = 8
 TIME_LIMIT_MS = 5 * 60_000
+# periodiq drops a periodic message older than this when it is processed (its default is 30 s): a day
+# plus margin, so a queue backlog or the scheduler's start-up catch-up (up to 24 h late) is not lost.
+PERIODIC_SKIP_DELAY_S = 26 * 3600
 
 
 def middleware(extra: list[Middleware] | None = None) -> list[Middleware]:
@@ -39,6 +43,7 @@ def middleware(extra: list[Middleware] | None = None) -> list[Middleware]:
         Retries(max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS),
         CurrentMessage(),
         LogContext(),
+        PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_DELAY_S),
         *(extra or []),
     ]
 

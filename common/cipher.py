@@ -31,7 +31,8 @@ def parse_keys(spec: str) -> list[tuple[str, bytes]]:
         if not sep or not kid or ":" in b64 or not kid.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"TOKEN_ENCRYPTION_KEYS entry {n + 1} must look like keyid:base64key")
         try:
-            raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+            # validate=True: a stray character (a typo, a quote) is reported instead of silently skipped.
+            raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise ConfigError(f"TOKEN_ENCRYPTION_KEYS key {kid!r} is not valid base64") from None
         if len(raw) != 32:

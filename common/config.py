@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -160,14 +162,25 @@ def _with(s: Settings, **changes: object) -> Settings:
 
 def _standalone_keys(var_dir: Path) -> str:
     """The standalone key ring, generated once into var/ so tokens survive restarts."""
-    from common.cipher import generate_key_spec
+    from common.cipher import generate_key_spec, parse_keys
 
     path = var_dir / "token-keys"
-    if path.exists():
-        return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    spec = generate_key_spec()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(spec + "\n")
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        # Written whole to a private file, then linked into place: a process starting at the same
+        # moment sees either no file or the complete ring, and the first link wins.
+        tmp = var_dir / f".token-keys.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(generate_key_spec() + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink()
+    spec = path.read_text().strip()
+    try:
+        parse_keys(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return spec

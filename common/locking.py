@@ -23,7 +23,7 @@ def lock_integration(session: Session, integration_id: int, timeout_seconds: flo
             ms = max(1, int(timeout_seconds * 1000))
             session.execute(text(f"SET LOCAL lock_timeout = {ms}"))
         else:
-            session.execute(text("UPDATE integrations SET id = id WHERE id = :id"), {"id": integration_id})
+            _sqlite_write_lock(session, integration_id, timeout_seconds)
         row = session.execute(
             select(Integration)
             .where(Integration.id == integration_id)
@@ -37,6 +37,16 @@ def lock_integration(session: Session, integration_id: int, timeout_seconds: flo
     if row is None:
         raise IntegrationNotFound(f"integration {integration_id} does not exist")
     return row
+
+
+def _sqlite_write_lock(session: Session, integration_id: int, timeout_seconds: float) -> None:
+    # busy_timeout belongs to the connection: wait no longer than asked here, then put the pool's value back.
+    previous = int(session.execute(text("PRAGMA busy_timeout")).scalar_one())
+    session.execute(text(f"PRAGMA busy_timeout = {max(1, int(timeout_seconds * 1000))}"))
+    try:
+        session.execute(text("UPDATE integrations SET id = id WHERE id = :id"), {"id": integration_id})
+    finally:
+        session.execute(text(f"PRAGMA busy_timeout = {previous}"))
 
 
 def _is_lock_timeout(exc: OperationalError) -> bool:

@@ -195,3 +195,4 @@ class SchedulerRun(Base):
     job: Mapped[str] = mapped_column(String(64))
     scheduled_for: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    message_id: Mapped[str | None] = mapped_column(String(64))

@@ -78,9 +78,10 @@ class TokenService:
         """Retries are exhausted: show the error, but the grant is fine, so no re-auth and no incident."""
         with self.sessions.begin() as s:
             row = s.get(Integration, integration_id)
-            if row is None:
+            # A re-auth state outranks a transient failure: only a new grant clears it.
+            if row is None or row.needs_reauth:
                 return
-            _mark_failed(row, error, self.clock())
+            mark_failed(row, error, self.clock())
 
     def _fresh(self, row: Integration, margin_seconds: int) -> bool:
         exp = row.token_expires_at
@@ -124,7 +125,7 @@ class TokenService:
                 store_grant(row, grant, self.cipher, self.clock())
                 events += close_incident(s, row, self.clock())
             else:
-                _mark_failed(row, failure, self.clock())
+                mark_failed(row, failure, self.clock())
                 events += open_incident(s, row, failure, self.clock())
             platform, expires_at = row.platform, row.token_expires_at
         if failure is not None:
@@ -162,7 +163,8 @@ def store_grant(row: Integration, grant: TokenGrant, cipher: TokenCipher, now: d
             row.last_sync_message = None
 
 
-def _mark_failed(row: Integration, error: ProviderError, now: dt.datetime) -> None:
+def mark_failed(row: Integration, error: ProviderError, now: dt.datetime) -> None:
+    """Record a failed refresh or sync on the row: error status, message, kind, re-auth flag."""
     row.last_sync_status = "error"
     row.last_sync_message = error.message
     row.error_kind = error.kind

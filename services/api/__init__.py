@@ -1,0 +1,1 @@
+"""The HTTP API: authenticates, validates, writes small rows, publishes work, answers status."""

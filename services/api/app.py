@@ -1,0 +1,96 @@
+"""`create_app(container)`: the Starlette application of the HTTP API."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from common.bootstrap import Container
+from common.signing import Signer
+from services.api import admin_routes, health_routes, integrations_routes, oauth_routes
+from services.api.errors import EXCEPTION_HANDLERS
+from services.api.metrics import ApiMetrics
+from services.api.middleware import BodyLimit, RequestObserver
+from services.api.publishing import BrokerGateway
+from services.api.schemas import openapi_document
+from services.api.state import ApiState
+
+MAX_BODY_BYTES = 64 * 1024
+# Optional routes contributed by another module (reconnect links from emails); see _plugin_routes.
+PLUGIN_MODULES = ("services.api.reconnect",)
+
+
+def create_app(
+    container: Container,
+    *,
+    publish_timeout_seconds: float = 5.0,
+    publish_threads: int = 4,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Starlette:
+    """The API on `container` (built by `common.bootstrap.bootstrap(settings, broker=...)`).
+
+    The container's broker is used for publishing; give it a URL tuned by `api_broker_url` so an
+    unreachable broker fails fast. The app does not close the container or the broker.
+    """
+    metrics = ApiMetrics()
+    gateway = BrokerGateway(
+        container.broker,
+        timeout_seconds=publish_timeout_seconds,
+        threads=publish_threads,
+        on_failure=metrics.publish_failed,
+    )
+    state = ApiState(
+        container=container,
+        gateway=gateway,
+        metrics=metrics,
+        done_signer=Signer(container.settings.token_encryption_keys.reveal(), "done-page"),
+    )
+    extra_routes, extra_paths = _plugin_routes()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            gateway.close()
+
+    routes: list[BaseRoute] = [
+        # Plugins first: a plugin may take over a path (e.g. its own post-callback page).
+        *extra_routes,
+        *oauth_routes.routes,
+        *integrations_routes.routes,
+        *admin_routes.routes,
+        *health_routes.routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestObserver, metrics=metrics),
+            Middleware(BodyLimit, max_bytes=max_body_bytes),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.api = state
+    app.state.openapi = openapi_document(extra_paths)
+    return app
+
+
+def _plugin_routes() -> tuple[list[BaseRoute], dict[str, Any]]:
+    """Routes (and OpenAPI paths) of optional modules that exist: `routes` list, optional `openapi_paths`."""
+    routes: list[BaseRoute] = []
+    paths: dict[str, Any] = {}
+    for name in PLUGIN_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        module = importlib.import_module(name)  # an error inside an existing plugin must surface
+        routes += list(getattr(module, "routes", []))
+        paths.update(getattr(module, "openapi_paths", {}))
+    return routes, paths

@@ -1,0 +1,82 @@
+"""The caller's integrations: list, show, sync, refresh, disconnect, insights."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION
+from services.api import params, queries
+from services.api.auth import require_user
+from services.api.disconnect import disconnect
+from services.api.state import api_state
+
+# "Refresh this one now": a window no token outlives, so the worker always calls Google (under the
+# integration's lock, so a refresh that just happened elsewhere is reused rather than repeated).
+FORCE_REFRESH_WITHIN_SECONDS = 10**9
+
+
+async def list_integrations(request: Request) -> Response:
+    caller = await require_user(request)
+    sessions = api_state(request).container.sessions
+    return JSONResponse(await anyio.to_thread.run_sync(queries.list_integrations, sessions, caller.user_id))
+
+
+async def get_integration(request: Request) -> Response:
+    caller = await require_user(request)
+    iid = params.integration_id(request)
+    sessions = api_state(request).container.sessions
+    return JSONResponse(await anyio.to_thread.run_sync(queries.get_integration, sessions, caller.user_id, iid))
+
+
+async def integration(request: Request) -> Response:
+    if request.method == "DELETE":
+        return await delete_integration(request)
+    return await get_integration(request)
+
+
+async def sync(request: Request) -> Response:
+    return await _enqueue(request, SYNC_INTEGRATION)
+
+
+async def refresh(request: Request) -> Response:
+    return await _enqueue(request, REFRESH_INTEGRATION, FORCE_REFRESH_WITHIN_SECONDS)
+
+
+async def _enqueue(request: Request, actor: str, *extra: int) -> Response:
+    caller = await require_user(request)
+    iid = params.integration_id(request)
+    state = api_state(request)
+    await anyio.to_thread.run_sync(queries.check_workable, state.container.sessions, caller.user_id, iid)
+    message_id = await state.gateway.send(actor, iid, *extra)
+    return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
+
+
+async def delete_integration(request: Request) -> Response:
+    caller = await require_user(request)
+    iid = params.integration_id(request)
+    c = api_state(request).container
+    await anyio.to_thread.run_sync(disconnect, c, caller.user_id, iid)
+    return Response(status_code=204)
+
+
+async def insights(request: Request) -> Response:
+    caller = await require_user(request)
+    iid = params.integration_id(request)
+    start, end = params.date_range(request, dt.datetime.now(dt.UTC).date())
+    sessions = api_state(request).container.sessions
+    rows = await anyio.to_thread.run_sync(queries.list_insights, sessions, caller.user_id, iid, start, end)
+    return JSONResponse(rows)
+
+
+routes: list[BaseRoute] = [
+    Route("/integrations", list_integrations, methods=["GET"]),
+    Route("/integrations/{id}", integration, methods=["GET", "DELETE"]),
+    Route("/integrations/{id}/sync", sync, methods=["POST"]),
+    Route("/integrations/{id}/refresh", refresh, methods=["POST"]),
+    Route("/integrations/{id}/insights", insights, methods=["GET"]),
+]

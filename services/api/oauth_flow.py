@@ -1,0 +1,158 @@
+"""The OAuth connection flow: a single-use state bound to the user, then the callback that completes it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from common.bootstrap import Container
+from common.connect import Connected, complete_connection
+from common.errors import IntegrationNotFound, ProviderConfigError, ProviderError, ReauthRequired
+from common.google_oauth import Pkce
+from common.models import OAuthState, utcnow
+
+STATE_TTL = dt.timedelta(minutes=10)
+MAX_STATE_LENGTH = 256
+
+MSG_BAD_STATE = (
+    "This connection link is invalid, has expired (links last 10 minutes) or was already used. "
+    "Start the connection again from the app."
+)
+MSG_DENIED = (
+    "Access was denied on Google's consent screen, so nothing was connected. "
+    "Start the connection again and allow access to connect your Business Profile."
+)
+MSG_NO_CODE = "Google's answer carried no authorization code. Start the connection again."
+MSG_MISSING_SCOPE = (
+    "The permission to manage your Business Profile was not granted, so the integration cannot sync. "
+    "Connect again and keep the Business Profile permission ticked on Google's consent screen."
+)
+MSG_BAD_CODE = "Google rejected the authorization code (it may have expired). Start the connection again."
+MSG_GONE = "The integration to reconnect no longer exists."
+MSG_RACE = "This Google account was being connected by another request at the same moment; it is connected."
+MSG_CONFIG = "Google rejected this application's OAuth client; the operators have been alerted. Try again later."
+MSG_UNAVAILABLE = "Google could not be reached to finish the connection. Start the connection again in a moment."
+
+
+class CallbackRejected(Exception):
+    """The callback cannot complete; `message` is safe to show the user."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def state_hash(state: str) -> str:
+    """States are stored only as their SHA-256, so a database reader cannot finish someone's flow."""
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def start_authorization(
+    c: Container,
+    *,
+    user_id: int,
+    integration_id: int | None = None,
+    login_hint: str | None = None,
+    now: dt.datetime | None = None,
+) -> str:
+    """Store a fresh state (PKCE verifier, user, optional integration to reconnect) and return Google's URL.
+
+    `integration_id` makes the callback update that integration: the reconnect flow uses it.
+    """
+    now = now or utcnow()
+    state = secrets.token_urlsafe(32)
+    pkce = Pkce.new()
+    with c.sessions.begin() as s:
+        s.add(
+            OAuthState(
+                state_hash=state_hash(state),
+                user_id=user_id,
+                integration_id=integration_id,
+                code_verifier=pkce.verifier,
+                created_at=now,
+                expires_at=now + STATE_TTL,
+            )
+        )
+    return c.oauth.authorization_url(
+        redirect_uri=c.settings.redirect_uri, state=state, pkce=pkce, login_hint=login_hint
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    connected: Connected
+    user_id: int
+
+
+def finish_authorization(c: Container, *, state: str, code: str | None, error: str | None) -> Outcome:
+    """Consume the state and complete the connection, committed; raises CallbackRejected.
+
+    The state is marked used in the same transaction whatever the outcome (the connection itself
+    runs in a savepoint), so a state is never honoured twice, even after a failed exchange.
+    """
+    if not state or len(state) > MAX_STATE_LENGTH:
+        raise CallbackRejected(400, "invalid_state", MSG_BAD_STATE)
+    now = utcnow()
+    failure: CallbackRejected | None = None
+    done: Connected | None = None
+    with c.sessions.begin() as s:
+        row = s.execute(
+            select(OAuthState).where(OAuthState.state_hash == state_hash(state)).with_for_update()
+        ).scalar_one_or_none()
+        if row is None or row.used_at is not None or row.expires_at <= now:
+            raise CallbackRejected(400, "invalid_state", MSG_BAD_STATE)
+        row.used_at = now
+        user_id = row.user_id
+        if error:
+            failure = _provider_refusal(error)
+        elif not code:
+            failure = CallbackRejected(400, "missing_code", MSG_NO_CODE)
+        else:
+            try:
+                with s.begin_nested():
+                    done = complete_connection(
+                        s,
+                        c.oauth,
+                        c.cipher,
+                        user_id=row.user_id,
+                        code=code,
+                        code_verifier=row.code_verifier,
+                        redirect_uri=c.settings.redirect_uri,
+                        now=now,
+                        integration_id=row.integration_id,
+                    )
+            except (ProviderError, IntegrationNotFound) as exc:
+                failure = _exchange_failure(exc)
+            except IntegrityError:
+                # Another callback stored the same Google account for this user a moment ago.
+                failure = CallbackRejected(409, "concurrent_connection", MSG_RACE)
+    if failure is not None:
+        raise failure
+    assert done is not None
+    return Outcome(done, user_id)
+
+
+def _provider_refusal(error: str) -> CallbackRejected:
+    if error == "access_denied":
+        return CallbackRejected(400, "access_denied", MSG_DENIED)
+    shown = "".join(ch for ch in error[:64] if ch.isalnum() or ch in "_-.")
+    return CallbackRejected(400, "provider_error", f"Google did not complete the sign-in ({shown}). Try again.")
+
+
+def _exchange_failure(exc: Exception) -> CallbackRejected:
+    if isinstance(exc, IntegrationNotFound):
+        return CallbackRejected(400, "integration_gone", MSG_GONE)
+    if isinstance(exc, ReauthRequired):
+        if exc.reason == "missing_scope":
+            return CallbackRejected(400, "missing_permission", MSG_MISSING_SCOPE)
+        return CallbackRejected(400, "invalid_code", MSG_BAD_CODE)
+    if isinstance(exc, ProviderConfigError):
+        return CallbackRejected(502, "provider_config", MSG_CONFIG)
+    return CallbackRejected(503, "provider_unavailable", MSG_UNAVAILABLE)

@@ -1,0 +1,1 @@
+"""The `integrations` command line: users, token refreshes, syncs, health, migrations and keys."""

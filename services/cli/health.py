@@ -1,0 +1,67 @@
+"""The token-health report: active integrations whose last sync or refresh failed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.models import ACTIVE, Integration, User
+
+COLUMNS = (
+    "id",
+    "user_email",
+    "platform",
+    "display_name",
+    "needs_reauth",
+    "error_kind",
+    "last_synced_at",
+    "last_sync_message",
+)
+
+
+def unhealthy(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
+    """Integrations with status 'active' and last_sync_status 'error', oldest id first."""
+    with sessions() as s:
+        rows = s.execute(
+            select(Integration, User.email)
+            .join(User, User.id == Integration.user_id)
+            .where(Integration.status == ACTIVE, Integration.last_sync_status == "error")
+            .order_by(Integration.id)
+        ).all()
+    return [
+        {
+            "id": row.id,
+            "user_email": email,
+            "platform": row.platform,
+            "display_name": row.display_name,
+            "last_sync_message": row.last_sync_message,
+            "last_synced_at": _iso(row.last_synced_at),
+            "needs_reauth": row.needs_reauth,
+            "error_kind": row.error_kind,
+        }
+        for row, email in rows
+    ]
+
+
+def table(items: list[dict[str, Any]]) -> str:
+    """A plain-text table of the report (one line per integration)."""
+    cells = [[_cell(item[c]) for c in COLUMNS] for item in items]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value).replace("\n", " ")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,225 @@
+"""`integrations`: operator commands. Exit codes: 0 done, 1 failed, 2 bad usage or configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import dramatiq
+import pika.exceptions
+from sqlalchemy.exc import OperationalError
+
+from common.bootstrap import Container, bootstrap
+from common.config import MEMORY_BROKER, Settings, load_settings
+from common.errors import ConfigError
+from common.logging import configure_logging
+from common.models import ACTIVE, Integration
+from common.tasks import REFRESH_ALL, SYNC_INTEGRATION, send
+from services.cli import health
+
+
+class Failed(Exception):
+    """A command failed in a way the operator can understand; the message says how."""
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    # Logs go to stderr: stdout carries the command's answer (an API key, a message id, JSON).
+    configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    return settings
+
+
+def _container(settings: Settings) -> Container:
+    return bootstrap(settings, configure_logs=False, pool_size=2)
+
+
+def _publish(settings: Settings, actor_name: str, *args: object) -> str:
+    """Publish one message and return its id once RabbitMQ confirmed it."""
+    if settings.broker_url == MEMORY_BROKER:
+        raise ConfigError("BROKER_URL is memory:// (standalone): set it to the RabbitMQ the workers consume")
+    from common.broker import make_broker
+
+    broker = make_broker(settings.broker_url)
+    parts = urlsplit(settings.broker_url)
+    where = f"{parts.hostname}:{parts.port or 5672}"
+    try:
+        return send(broker, actor_name, *args)
+    except (dramatiq.errors.BrokerError, pika.exceptions.AMQPError, OSError) as exc:
+        reason = type(exc).__name__
+        raise Failed(f"the message broker at {where} is unreachable or refused the message ({reason})") from None
+    finally:
+        broker.close()
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from common.users import UserExists, create_user
+
+    c = _container(_settings())
+    try:
+        user_id, api_key = create_user(c.sessions, args.email)
+    except UserExists as exc:
+        raise Failed(str(exc)) from None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        c.close()
+    print(f"Created user {user_id} <{args.email.strip().lower()}>. Its API key, shown only this once:")
+    print(api_key)
+    return 0
+
+
+def cmd_refresh_tokens(args: argparse.Namespace) -> int:
+    extra = () if args.within is None else (args.within,)
+    message_id = _publish(_settings(), REFRESH_ALL, *extra)
+    window = "the nightly window" if args.within is None else f"{args.within} s"
+    print(f"Published refresh_all ({window}); the broker confirmed message {message_id}")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    settings = _settings()
+    c = _container(settings)
+    try:
+        with c.sessions() as s:
+            row = s.get(Integration, args.id)
+            if row is None:
+                raise Failed(f"no integration has id {args.id}")
+            if row.status != ACTIVE:
+                raise Failed(f"integration {args.id} is {row.status}; reconnect it first")
+            if row.needs_reauth:
+                print(f"warning: integration {args.id} needs re-authentication; the sync will fail", file=sys.stderr)
+    finally:
+        c.close()
+    message_id = _publish(settings, SYNC_INTEGRATION, args.id)
+    print(f"Published sync_integration({args.id}); the broker confirmed message {message_id}")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    c = _container(_settings())
+    try:
+        items = health.unhealthy(c.sessions)
+    finally:
+        c.close()
+    if args.json:
+        print(json.dumps(items, indent=2))
+    elif items:
+        print(health.table(items))
+    else:
+        print("No active integration is in error.")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from common.migrate import upgrade
+
+    # Only the database is needed: migrating must not require the token keys or the broker.
+    url = os.environ.get("DATABASE_URL") or Settings().database_url
+    upgrade(url)
+    print("The database schema is up to date.")
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from common.cipher import generate_key_spec
+
+    print(generate_key_spec(args.id))
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from common.key_rotation import RotationReport, rotate_keys
+
+    c = _container(_settings())
+    batches = 0
+
+    def progress(report: RotationReport) -> None:
+        nonlocal batches
+        batches += 1
+        print(f"batch {batches}: {report.scanned} scanned, {report.rotated} re-encrypted, {report.failed} failed")
+
+    try:
+        report = rotate_keys(c.sessions, c.cipher, args.batch_size, progress)
+    finally:
+        c.close()
+    print(
+        f"Done: {report.rotated} of {report.scanned} integrations re-encrypted under key "
+        f"{c.cipher.primary_key_id}; {report.failed} failed"
+    )
+    if report.failed:
+        ids = ", ".join(str(i) for i in report.failed_ids[:50])
+        print(f"error: no key of TOKEN_ENCRYPTION_KEYS decrypts integrations {ids}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1 or n > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
+def _non_negative(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="integrations", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, fn: Callable[..., int], help_: str
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=fn)
+        return p
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
+    add(users, "create", cmd_users_create, "create a user and print its API key once").add_argument(
+        "--email", required=True
+    )
+    add(sub, "refresh-tokens", cmd_refresh_tokens, "publish one refresh_all message").add_argument(
+        "--within", type=_non_negative, help="refresh tokens expiring within SECONDS (default: the nightly window)"
+    )
+    add(sub, "sync", cmd_sync, "publish a sync of one integration").add_argument("id", type=_positive)
+    add(sub, "health", cmd_health, "list active integrations in error").add_argument("--json", action="store_true")
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    add(db, "upgrade", cmd_db_upgrade, "apply the migrations (Alembic) to DATABASE_URL")
+    keys = sub.add_parser("keys", help="token encryption keys").add_subparsers(dest="keys_command", required=True)
+    add(keys, "generate", cmd_keys_generate, "print a new keyid:base64key").add_argument("--id", help="key id")
+    add(keys, "rotate", cmd_keys_rotate, "re-encrypt every stored token with the first key").add_argument(
+        "--batch-size", type=_positive, default=500
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Failed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        first_line = (str(exc.orig).splitlines() or ["?"])[0]
+        print(f"error: the database is unreachable: {first_line}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

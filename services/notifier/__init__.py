@@ -1,0 +1,1 @@
+"""The notifier: consumes the `notifications` queue and sends one email per incident."""

@@ -1,0 +1,54 @@
+"""`python -m services.scheduler`: the nightly refresh-all scheduler and the notification outbox sweep.
+
+Run one (a second one is harmless: duplicate fires are dropped by the worker). SIGTERM/SIGINT stop it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from common.bootstrap import bootstrap
+from common.broker import make_broker
+from common.config import MEMORY_BROKER, load_settings
+from common.cron import CronSchedule
+from common.errors import ConfigError
+from common.logging import configure_logging, get_logger
+from services.scheduler.scheduler import NightlyScheduler, declare_periodic_stub
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+        schedule = CronSchedule.parse(settings.nightly_refresh_cron, settings.scheduler_timezone)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if settings.broker_url == MEMORY_BROKER:
+        print("error: the scheduler needs RabbitMQ: set BROKER_URL=amqp://user:pass@host:5672/vhost", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    broker = make_broker(settings.broker_url)
+    container = bootstrap(settings, broker=broker, configure_logs=False, pool_size=2)
+    declare_periodic_stub(broker, schedule)
+    stop = threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    get_logger("integrations.scheduler").info("scheduler.process", pid=os.getpid())
+    try:
+        NightlyScheduler(container.sessions, broker, schedule).run(stop)
+    finally:
+        broker.close()
+        container.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

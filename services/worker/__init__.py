@@ -1,0 +1,1 @@
+"""The worker: Dramatiq actors that refresh tokens and sync integrations."""

@@ -1,0 +1,121 @@
+"""`python -m services.worker [--processes N] [--threads M]`: consume the sync and refresh queues.
+
+One process runs a Dramatiq Worker in-process (logs stay JSON on stdout); with N > 1 processes the
+parent starts N such children and forwards SIGTERM/SIGINT to them. SIGTERM stops taking messages,
+lets the running ones finish (up to --shutdown-timeout) and exits; unfinished messages are redelivered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+import dramatiq
+
+from common.config import MEMORY_BROKER
+from common.errors import ConfigError
+from common.logging import get_logger
+from common.tasks import REFRESH_QUEUE, SYNC_QUEUE
+from services.worker.bootstrap import DEFAULT_THREADS, init_worker
+
+QUEUES = {SYNC_QUEUE, REFRESH_QUEUE}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m services.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"threads per process ({DEFAULT_THREADS})")
+    parser.add_argument(
+        "--shutdown-timeout", type=float, default=60.0, help="seconds to let running messages finish on SIGTERM"
+    )
+    args = parser.parse_args(argv)
+    if args.processes < 1 or args.threads < 1:
+        parser.error("--processes and --threads must be at least 1")
+    return args
+
+
+def run_worker(threads: int, shutdown_timeout: float) -> int:
+    """Consume until SIGTERM/SIGINT; a second signal exits at once."""
+    try:
+        container = init_worker(threads=threads)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if container.settings.broker_url == MEMORY_BROKER:
+        print("error: the worker needs RabbitMQ: set BROKER_URL=amqp://user:pass@host:5672/vhost", file=sys.stderr)
+        return 2
+    log = get_logger("integrations.worker")
+    stop = _stop_on_signals()
+    broker = container.broker
+    assert broker is not None
+    broker.emit_after("process_boot")  # starts the TimeLimit watchdog
+    worker = dramatiq.Worker(broker, queues=QUEUES, worker_threads=threads)
+    worker.start()
+    log.info("worker.started", pid=os.getpid(), threads=threads, queues=sorted(QUEUES))
+    while not stop.wait(0.5):
+        pass
+    log.info("worker.stopping", pid=os.getpid())
+    worker.stop(timeout=int(shutdown_timeout * 1000))
+    broker.close()
+    container.close()
+    log.info("worker.stopped", pid=os.getpid())
+    return 0
+
+
+def run_processes(processes: int, threads: int, shutdown_timeout: float) -> int:
+    """Start `processes` single-process workers and relay termination signals to them.
+
+    When one child dies on its own, the others are stopped too, so a supervisor restarts the lot.
+    """
+    cmd = [sys.executable, "-m", "services.worker", "--processes", "1", "--threads", str(threads)]
+    cmd += ["--shutdown-timeout", str(shutdown_timeout)]
+    children = [subprocess.Popen(cmd) for _ in range(processes)]  # noqa: S603 - our own interpreter and module
+    stop = _stop_on_signals(children)
+    while True:
+        codes = [child.poll() for child in children]
+        if all(code is not None for code in codes):
+            return max(code or 0 for code in codes)
+        if not stop.is_set() and any(code is not None for code in codes):
+            stop.set()
+            _terminate(children)
+        time.sleep(0.5)
+
+
+def _terminate(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+
+def _stop_on_signals(children: list[subprocess.Popen[bytes]] | None = None) -> threading.Event:
+    stop = threading.Event()
+    first: list[float] = []
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        # Ctrl-C reaches the children both directly and relayed: only a signal a second later means "now".
+        if first and not children and time.monotonic() - first[0] > 1.0:
+            os._exit(1)
+        first.append(time.monotonic())
+        stop.set()
+        _terminate(children or [])
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.processes == 1:
+        return run_worker(args.threads, args.shutdown_timeout)
+    return run_processes(args.processes, args.threads, args.shutdown_timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The `integrations` CLI as a process, on real PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.bootstrap import bootstrap
+from common.broker import make_broker
+from common.cipher import generate_key_spec, parse_keys
+from common.config import Secret
+from common.errors import TransientProviderError
+from common.tasks import REFRESH_ALL, REFRESH_QUEUE, SYNC_INTEGRATION, SYNC_QUEUE
+from common.users import authenticate, create_user
+from tests.conftest import TEST_KEYS, make_settings
+from tests.support.flows import connect, expire_soon, new_email
+from tests.support.worker import flush
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def c(pg_url, amqp_url, google):
+    container = bootstrap(make_settings(pg_url, google, broker_url=amqp_url), configure_logs=False, pool_size=2)
+    yield container
+    container.close()
+
+
+@pytest.fixture
+def broker(amqp_url):
+    b = make_broker(amqp_url)
+    flush(b)
+    yield b
+    flush(b)
+    b.close()
+
+
+@pytest.fixture
+def cli(pg_url, amqp_url, google, tmp_path):
+    base = {
+        **os.environ,
+        **google.env(),
+        "DATABASE_URL": pg_url,
+        "BROKER_URL": amqp_url,
+        "TOKEN_ENCRYPTION_KEYS": TEST_KEYS,
+        "PYTHONPATH": str(ROOT),
+        "VAR_DIR": str(tmp_path),
+    }
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", *args],
+            cwd=ROOT,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run
+
+
+def test_users_create_prints_the_working_key_alone_on_the_last_line(cli, c):
+    email = new_email()
+
+    result = cli("users", "create", "--email", email)
+
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.splitlines()[-1]
+    with c.sessions() as s:
+        user = authenticate(s, key)
+        assert user is not None and user.email == email
+
+
+def test_users_create_twice_fails_with_a_message(cli):
+    email = new_email()
+    assert cli("users", "create", "--email", email).returncode == 0
+
+    again = cli("users", "create", "--email", email)
+
+    assert again.returncode == 1
+    assert "exists" in again.stderr and again.stdout == ""
+
+
+def test_refresh_tokens_publishes_exactly_one_confirmed_message(cli, broker):
+    result = cli("refresh-tokens", "--within", "3600")
+
+    assert result.returncode == 0, result.stderr
+    assert broker.get_queue_message_counts(REFRESH_QUEUE) == (1, 0, 0)
+    message = broker.channel.basic_get(REFRESH_QUEUE, auto_ack=True)[2]
+    decoded = json.loads(message)
+    assert (decoded["actor_name"], decoded["args"]) == (REFRESH_ALL, [3600])
+    assert decoded["message_id"] in result.stdout
+
+
+def test_refresh_tokens_fails_fast_when_the_broker_is_unreachable(cli):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]  # bound but not listening: connections are refused
+
+        result = cli("refresh-tokens", BROKER_URL=f"amqp://guest:guest@127.0.0.1:{closed_port}/%2F")
+
+    assert result.returncode == 1
+    assert "broker" in result.stderr and "unreachable" in result.stderr
+    assert "guest:guest" not in result.stderr
+
+
+def test_sync_publishes_one_message_and_refuses_unknown_ids(cli, c, broker):
+    iid = connect(c)
+
+    ok = cli("sync", str(iid))
+    unknown = cli("sync", "99999999")
+    bad = cli("sync", "abc")
+
+    assert ok.returncode == 0, ok.stderr
+    assert broker.get_queue_message_counts(SYNC_QUEUE) == (1, 0, 0)
+    decoded = json.loads(broker.channel.basic_get(SYNC_QUEUE, auto_ack=True)[2])
+    assert (decoded["actor_name"], decoded["args"]) == (SYNC_INTEGRATION, [iid])
+    assert unknown.returncode == 1 and "99999999" in unknown.stderr
+    assert bad.returncode == 2
+
+
+def test_health_json_lists_an_integration_in_error(cli, c, google):
+    owner = new_email("owner")
+    uid, _ = create_user(c.sessions, owner)
+    iid = connect(c, user_id=uid)
+    healthy = connect(c)
+    expire_soon(c, iid, 30)
+    google.fake.fail_ratio("token", 503, 1.0)
+    with pytest.raises(TransientProviderError) as failure:
+        c.tokens.ensure_fresh_token(iid, 300)
+    c.tokens.record_transient_failure(iid, failure.value)  # what the worker does when retries run out
+
+    result = cli("health", "--json")
+    table = cli("health")
+
+    assert result.returncode == 0, result.stderr
+    items = {item["id"]: item for item in json.loads(result.stdout)}
+    assert healthy not in items
+    item = items[iid]
+    assert item["user_email"] == owner
+    assert item["needs_reauth"] is False and item["error_kind"] == "transient"
+    assert item["last_sync_message"] == failure.value.message
+    assert item["platform"] == "google" and item["display_name"]
+    assert table.returncode == 0 and str(iid) in table.stdout and owner in table.stdout
+
+
+def test_keys_generate_prints_a_usable_key(cli):
+    result = cli("keys", "generate")
+
+    assert result.returncode == 0
+    assert len(parse_keys(result.stdout.strip())) == 1
+
+
+def test_bad_configuration_exits_2_with_a_message(cli):
+    result = cli("health", BROKER_URL="redis://nope")
+
+    assert result.returncode == 2
+    assert "BROKER_URL" in result.stderr
+
+
+def test_db_upgrade_migrates_a_new_database(cli, tmp_path):
+    url = f"sqlite:///{tmp_path}/fresh.db"
+
+    result = cli("db", "upgrade", DATABASE_URL=url)
+
+    assert result.returncode == 0, result.stderr
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    assert {"users", "integrations", "insights"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_keys_rotate_reencrypts_under_the_new_key_with_progress(cli, google, sqlite_url):
+    old = bootstrap(make_settings(sqlite_url, google), configure_logs=False)
+    ids = [connect(old) for _ in range(3)]
+    old.close()
+    new_key = generate_key_spec("new1")
+
+    result = cli(
+        "keys", "rotate", "--batch-size", "2", DATABASE_URL=sqlite_url, TOKEN_ENCRYPTION_KEYS=f"{new_key},{TEST_KEYS}"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["batch 1", "batch 2", "Done"]
+    assert "3 of 3" in result.stdout
+    rotated = bootstrap(make_settings(sqlite_url, google, token_encryption_keys=Secret(new_key)), configure_logs=False)
+    try:
+        for iid in ids:
+            assert rotated.tokens.ensure_fresh_token(iid, 0).startswith("ya29.")
+    finally:
+        rotated.close()

@@ -1,0 +1,128 @@
+"""The one-click reconnect link: starts Google's consent for that integration; rejected when not genuine."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from common.bootstrap import Container
+from common.errors import ReauthRequired
+from common.models import Incident, Integration, OAuthState, utcnow
+from common.reconnect_links import issue_link, make_signer
+from services.api.app import create_app
+from tests.support.flows import connect, load, new_email
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def client(pg: Container) -> Iterator[TestClient]:
+    with TestClient(create_app(pg)) as c:
+        yield c
+
+
+def broken(c: Container, google) -> tuple[int, str, int]:
+    """An integration needing re-auth (Google revoked it): (id, Google account, open incident id)."""
+    google_email = new_email("g")
+    iid = connect(c, google_email)
+    google.fake.revoke_user(google_email)
+    with pytest.raises(ReauthRequired):
+        c.tokens.refresh(iid, 86400)
+    with c.sessions() as s:
+        incident = s.scalars(select(Incident).where(Incident.integration_id == iid)).one()
+    return iid, google_email, incident.id
+
+
+def link_for(c: Container, iid: int, incident_id: int | None = None, ttl_seconds: int = 7 * 86400) -> str:
+    with c.sessions.begin() as s:
+        return issue_link(
+            s,
+            make_signer(c.settings.token_encryption_keys.reveal()),
+            c.settings.public_base_url,
+            integration_id=iid,
+            incident_id=incident_id,
+            now=utcnow(),
+            ttl_seconds=ttl_seconds,
+        )
+
+
+def test_link_starts_consent_for_the_same_integration_and_the_callback_repairs_it(pg, google, client):
+    iid, google_email, incident_id = broken(pg, google)
+    user_id = load(pg, iid).user_id
+    resp = client.get(link_for(pg, iid, incident_id), follow_redirects=False)
+    assert resp.status_code == 302
+    query = parse_qs(urlsplit(resp.headers["location"]).query)
+    assert query["login_hint"] == [google_email] and query["prompt"] == ["consent"]
+    assert query["code_challenge_method"] == ["S256"]
+    with pg.sessions() as s:
+        state = s.scalars(select(OAuthState).where(OAuthState.integration_id == iid)).one()
+        assert (state.user_id, state.used_at) == (user_id, None)
+        assert (state.expires_at - state.created_at).total_seconds() == 600
+
+    consent = httpx.get(resp.headers["location"], follow_redirects=False, timeout=10)
+    back = urlsplit(consent.headers["location"])
+    done = client.get(f"{back.path}?{back.query}")
+    assert done.status_code == 200 and "is connected again" in done.text
+
+    row = load(pg, iid)
+    assert (row.needs_reauth, row.error_kind, row.error_reason, row.last_sync_status) == (False, None, None, None)
+    assert pg.tokens.ensure_fresh_token(iid, 0).startswith("ya29.")
+    with pg.sessions() as s:
+        assert s.get(Incident, incident_id).closed_at is not None
+        owned = s.scalar(select(func.count()).select_from(Integration).where(Integration.user_id == user_id))
+    assert owned == 1  # the same integration was updated, no second one created
+
+
+def test_a_link_works_once(pg, google, client):
+    iid, _, incident_id = broken(pg, google)
+    link = link_for(pg, iid, incident_id)
+    assert client.get(link, follow_redirects=False).status_code == 302
+    again = client.get(link, follow_redirects=False)
+    assert again.status_code == 400
+    assert again.headers["content-type"].startswith("text/html")
+    assert "already been used" in again.text
+
+
+def test_an_expired_link_is_rejected(pg, google, client):
+    iid, _, incident_id = broken(pg, google)
+    resp = client.get(link_for(pg, iid, incident_id, ttl_seconds=-60), follow_redirects=False)
+    assert resp.status_code == 400 and "has expired" in resp.text
+    assert load(pg, iid).needs_reauth
+
+
+def test_a_tampered_link_is_rejected(pg, google, client):
+    iid, _, incident_id = broken(pg, google)
+    link = link_for(pg, iid, incident_id)
+    base, token = link.split("?token=")
+    body, signature = token.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload["exp"] += 365 * 86400  # try to extend it
+    forged = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    for bad in (f"{forged}.{signature}", token[:-6], "garbage"):
+        resp = client.get(f"{base}?token={bad}", follow_redirects=False)
+        assert resp.status_code == 400 and "not valid" in resp.text, bad
+    assert client.get(base, follow_redirects=False).status_code == 400  # no token at all
+    assert client.get(link, follow_redirects=False).status_code == 302  # the genuine link still works
+
+
+def test_a_link_only_opens_its_own_integration(pg, google, client):
+    iid, _, incident_id = broken(pg, google)
+    other, _, _ = broken(pg, google)
+    token = link_for(pg, iid, incident_id).split("?token=")[1]
+    resp = client.get(f"/integrations/{other}/reconnect?token={token}", follow_redirects=False)
+    assert resp.status_code == 400 and "different connection" in resp.text
+    with pg.sessions() as s:
+        assert s.scalars(select(OAuthState).where(OAuthState.integration_id == other)).all() == []
+
+
+def test_a_link_to_a_working_integration_has_nothing_to_do(pg, google, client):
+    iid = connect(pg)
+    resp = client.get(link_for(pg, iid), follow_redirects=False)
+    assert resp.status_code == 200 and "connected and working" in resp.text
