@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 WINDOW_DAYS = 30
 BACKFILL_DAYS = 90
 CHUNK_ROWS = 1000
-MSG_REJECTED_TWICE = "Business Profile rejected a freshly refreshed access token; will retry"
+MSG_REJECTED_TWICE = "Business Profile rejected a freshly refreshed access token"
 
 T = TypeVar("T")
 log = get_logger("integrations.sync")

@@ -44,6 +44,10 @@ def run(unit: str, integration_id: int, work: Callable[[], object]) -> None:
         log.info(f"{unit}.skipped", integration_id=integration_id, reason=reason)
     except TRANSIENT as exc:
         _retry_or_record(integration_id, exc)
+    except CipherError:
+        # Dramatiq logs expected exceptions at info level; a token no key decrypts needs an operator.
+        log.error(f"{unit}.failed", integration_id=integration_id, error_kind="cipher", operator_action_required=True)
+        raise
 
 
 def _retry_or_record(integration_id: int, exc: Exception) -> None:
