@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.cipher import TokenCipher
-from common.errors import IntegrationNotFound
+from common.errors import AccountMismatch, IntegrationNotFound
 from common.events import Event
 from common.google_oauth import GoogleOAuthClient
 from common.models import ACTIVE, GOOGLE, Integration
@@ -51,6 +51,13 @@ def complete_connection(
         row = session.get(Integration, integration_id, with_for_update=True)
         if row is None or row.user_id != user_id:
             raise IntegrationNotFound(f"integration {integration_id} does not exist")
+        if row.external_account_id and subject and subject != row.external_account_id:
+            # The new grant is of no use to this integration: hand it back to Google at once.
+            oauth.revoke(grant.refresh_token or grant.access_token)
+            raise AccountMismatch(
+                f"signed in with a different Google account than the one this connection uses "
+                f"({row.external_account_email or 'its original account'})"
+            )
     else:
         row = session.execute(
             select(Integration)

@@ -23,6 +23,10 @@ class IntegrationInactive(IntegrationsError):
     """The integration is disconnected; nothing is refreshed or synced for it."""
 
 
+class AccountMismatch(IntegrationsError):
+    """A reconnect was completed with a different Google account than the integration's own."""
+
+
 class LockTimeout(IntegrationsError):
     """Another worker held the integration's lock for too long; retry later."""
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from common.bootstrap import Container
 from common.connect import Connected, complete_connection
-from common.errors import IntegrationNotFound, ProviderConfigError, ProviderError, ReauthRequired
+from common.errors import AccountMismatch, IntegrationNotFound, ProviderConfigError, ProviderError, ReauthRequired
 from common.google_oauth import Pkce
 from common.models import OAuthState, utcnow
 
@@ -130,6 +130,10 @@ def finish_authorization(c: Container, *, state: str, code: str | None, error: s
                     )
             except (ProviderError, IntegrationNotFound) as exc:
                 failure = _exchange_failure(exc)
+            except AccountMismatch as exc:
+                failure = CallbackRejected(
+                    400, "account_mismatch", f"You {exc}. Reconnect with that account, or connect the new one separately."
+                )
             except IntegrityError:
                 # Another callback stored the same Google account for this user a moment ago.
                 failure = CallbackRejected(409, "concurrent_connection", MSG_RACE)

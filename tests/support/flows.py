@@ -25,7 +25,7 @@ def authorize(c: Container, google_email: str) -> tuple[str, Pkce]:
     """Run the consent step at the fake and return the authorization code it redirected back with."""
     pkce = Pkce.new()
     url = c.oauth.authorization_url(redirect_uri=REDIRECT, state="s", pkce=pkce, login_hint=google_email)
-    resp = httpx.get(url, follow_redirects=False, timeout=10)
+    resp = c.http.get(url, follow_redirects=False)
     assert resp.status_code == 302, resp.text
     query = parse_qs(urlsplit(resp.headers["location"]).query)
     return query["code"][0], pkce

@@ -1,0 +1,52 @@
+"""Completing a connection: one integration per Google account, reconnects bound to their account."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from common.connect import complete_connection
+from common.errors import AccountMismatch, ReauthRequired
+from tests.support.flows import REDIRECT, authorize, connect, load, new_email
+
+
+def _complete(c, user_id, google_email, integration_id=None):
+    code, pkce = authorize(c, google_email)
+    with c.sessions.begin() as s:
+        return complete_connection(
+            s, c.oauth, c.cipher, user_id=user_id, code=code, code_verifier=pkce.verifier,
+            redirect_uri=REDIRECT, now=dt.datetime.now(dt.UTC), integration_id=integration_id,
+        )
+
+
+def test_same_google_account_twice_is_one_integration(pg, google):
+    email = new_email("g")
+    iid = connect(pg, email)
+    user_id = load(pg, iid).user_id
+    again = _complete(pg, user_id, email)
+    assert again.integration_id == iid and not again.created
+
+
+def test_reconnect_with_another_google_account_is_refused_and_keeps_the_integration(pg, google):
+    original = new_email("g")
+    iid = connect(pg, original)
+    before = load(pg, iid)
+    google.fake.revoke_user(original)
+    stranger = new_email("other")
+    with pytest.raises(AccountMismatch) as err:
+        _complete(pg, before.user_id, stranger, integration_id=iid)
+    assert original in str(err.value)
+    after = load(pg, iid)
+    assert after.external_account_id == before.external_account_id
+    assert after.external_account_email == original
+    assert after.refresh_token_enc == before.refresh_token_enc
+    # The stranger's grant was handed back to Google rather than left dangling.
+    assert google.fake.stats()["calls"].get("revoke", 0) == 1
+
+
+def test_missing_business_scope_is_refused(pg, google):
+    google.fake.grant_scopes(["openid", "email"])
+    with pytest.raises(ReauthRequired) as err:
+        connect(pg)
+    assert err.value.reason == "missing_scope"
