@@ -75,6 +75,7 @@ def control_routes(fake: FakeGoogle) -> list[BaseRoute]:
         "grant_error": lambda d: fake.set_grant_error(str(_req(d, "key")), d.get("error")),
         "expire_access_tokens": lambda d: fake.expire_access_tokens(d.get("email")),
         "user_shape": lambda d: fake.set_user_shape(str(_req(d, "email")), d.get("accounts"), d.get("locations")),
+        "grants": lambda d: {"grants": fake.create_grants(int(_req(d, "count")), str(d.get("prefix", "bulk")))},
         "reset": lambda d: fake.reset(),
     }
 

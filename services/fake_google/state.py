@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
 from services.fake_google.core import CLIENT_STATUSES, GRANT_ERRORS, FakeGoogleCore, Reply
+from services.fake_google.data import BUSINESS_MANAGE
 from services.fake_google.faults import Fault
+from services.fake_google.tokens import Code
 
 __all__ = ["FakeGoogle", "Reply"]
 
@@ -17,6 +20,20 @@ class FakeGoogle(FakeGoogleCore):
     Settable attributes: `default_user`, `token_lifetime`, `rotate_refresh_tokens`, `accounts_per_user`,
     `locations_per_account`, `clock` (a time.time-like callable).
     """
+
+    def create_grants(self, count: int, prefix: str = "bulk") -> list[tuple[str, str]]:
+        """Consent `count` new users at once (offline, full scopes): [(email, refresh_token)], for benchmarks."""
+        batch = secrets.token_hex(4)
+        scopes = ("openid", "email", BUSINESS_MANAGE)
+        out: list[tuple[str, str]] = []
+        with self._lock:
+            for i in range(count):
+                email = f"{prefix}-{batch}-{i}@example.com"
+                code = Code(self.client_id, "", scopes, None, email, True, 0.0)
+                grant = self._tokens.new_grant(code)
+                assert grant.refresh_token is not None
+                out.append((email, grant.refresh_token))
+        return out
 
     def revoke_user(self, email: str) -> int:
         """Revoke every grant of `email`; return how many there were."""
