@@ -151,7 +151,7 @@ def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
 def _grant_from(body: dict[str, Any], sent_at: float) -> TokenGrant:
     access = body.get("access_token")
     expires_in = body.get("expires_in")
-    if not isinstance(access, str) or not access or isinstance(expires_in, bool):
+    if not isinstance(access, str) or not access or not isinstance(expires_in, int | float | str):
         raise TransientProviderError("bad_response", "Google's token endpoint answered without an access token")
     try:
         seconds = int(expires_in)

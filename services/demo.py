@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
@@ -29,7 +29,6 @@ from common.tasks import REFRESH_ALL, send
 from common.users import create_user
 from services.standalone import System, start_system
 
-T = TypeVar("T")
 DEMO_DIR = Path("var/demo")
 GOOGLE_USER = "owner@acme-bakery.example"
 
@@ -57,7 +56,7 @@ class Demo:
     def say(text: str) -> None:
         print(f"    {text}", flush=True)
 
-    def wait_for(self, what: str, check: Callable[[], T | None], timeout: float = 30) -> T:
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = check()
@@ -154,7 +153,9 @@ class Demo:
         self.step("The nightly run (02:00) meets the revoked grant")
         self._expire_soon(seconds=3000)
         send(self.system.broker, REFRESH_ALL, 86400, scheduled_at=dt.datetime.now(dt.UTC).isoformat())
-        broken = self.wait_for("the error state", lambda: (i := self.get_integration())["needs_reauth"] and i)
+        broken: dict[str, Any] = self.wait_for(
+            "the error state", lambda: (i := self.get_integration())["needs_reauth"] and i
+        )
         self.say(
             f"last_sync_status={broken['last_sync_status']} error_kind={broken['error_kind']} "
             f"needs_reauth={broken['needs_reauth']}"
@@ -162,7 +163,7 @@ class Demo:
         self.say(f"message: {broken['last_sync_message']}")
 
         self.step("The user gets one email, with a one-click reconnect link")
-        path = self.wait_for("the email", lambda: self.mails() and self.mails()[0])
+        path: Path = self.wait_for("the email", lambda: (m := self.mails()) and m[0])
         mail = _read_mail(path)
         self.say(f"{path}  Subject: {mail['Subject']}  To: {mail['To']}")
         link = _reconnect_link(mail)
@@ -176,7 +177,7 @@ class Demo:
             "the reconnected state", lambda: (i := self.get_integration())["error_kind"] is None and i
         )
         self.say(f"status={fixed['status']} needs_reauth={fixed['needs_reauth']} (same integration {fixed['id']})")
-        confirm = self.wait_for("the confirmation email", lambda: len(self.mails()) >= 2 and self.mails())
+        confirm: list[Path] = self.wait_for("the confirmation email", lambda: len(m := self.mails()) >= 2 and m)
         self.say(f"confirmation: {_read_mail(confirm[-1])['Subject']}")
 
         self.summary()

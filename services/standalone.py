@@ -78,7 +78,7 @@ def start_system(
     fake: FakeGoogleServer | None = None
     if not settings.google_client_id:
         fake = start_fake_google()
-        settings = dataclasses.replace(settings, **_fake_settings(fake))
+        settings = dataclasses.replace(settings, **_fake_settings(fake))  # type: ignore[arg-type]
         log.warning("standalone.fake_google", url=fake.url, note="GOOGLE_CLIENT_ID is unset: using a FAKE Google")
     upgrade(settings.database_url)
     broker = make_broker(settings.broker_url)
@@ -97,7 +97,6 @@ def start_system(
             server_header=False,
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     system = System(settings, container, broker, worker, server, fake)
     api_thread = threading.Thread(target=server.run, name="api", daemon=True)
     api_thread.start()
