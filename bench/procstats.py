@@ -34,14 +34,19 @@ def rss_mb(pid: int) -> float:
     return round(_kb(_status(pid).get("VmRSS")), 1)
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (its threads included), in seconds; 0 when it is gone."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process, its threads included; zeros when it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (its threads included), in seconds; 0 when it is gone."""
+    return sum(cpu_times(pid))
 
 
 def children(pid: int) -> list[int]:
@@ -102,6 +107,15 @@ class CpuMeter:
             before = self._before[name]
             out[name] = round(sum(max(0.0, cpu_seconds(p) - before.get(p, 0.0)) for p in pids()), 2)
         busy, total = machine_cpu_seconds()
+        out["everything_else"] = round(max(0.0, busy - self._machine[0] - sum(out.values())), 2)
         out["machine_busy"] = round(busy - self._machine[0], 2)
         out["machine_capacity"] = round(total - self._machine[1], 2)
         return out
+
+
+def cpu_seconds_self() -> float:
+    return cpu_seconds(os.getpid())
+
+
+def peak_rss_mb_self() -> float:
+    return peak_rss_mb(os.getpid())

@@ -16,9 +16,9 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
         # pysqlite's implicit transactions are off (isolation_level=None); we emit BEGIN ourselves.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800, **kwargs
-    )
+    # Up to 2 x pool_size connections, opened on demand and kept: overflow connections would be closed
+    # at check-in, so a load above pool_size would open (fork a PostgreSQL backend) and close one per use.
+    return create_engine(url, pool_size=2 * pool_size, max_overflow=0, pool_pre_ping=True, pool_recycle=1800, **kwargs)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

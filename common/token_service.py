@@ -62,17 +62,17 @@ class TokenService:
                     return self._access_token(row)
         return self._refresh_locked(integration_id, margin_seconds, rejected_token, log_skip=False)[0]
 
-    def refresh(self, integration_id: int, within_seconds: int) -> bool:
-        """Refresh when the token expires within `within_seconds`; True when a provider call was made."""
-        before = time.perf_counter()
-        with self.sessions() as s:
-            row = s.get(Integration, integration_id)
-            if row is None:
-                raise IntegrationNotFound(f"integration {integration_id} does not exist")
-            if row.status == ACTIVE and row.access_token_enc and self._fresh(row, within_seconds):
-                _log_skip(row, "not_due", before)
-                return False
-        return self._refresh_locked(integration_id, within_seconds, None, log_skip=True)[1]
+    def refresh(self, integration_id: int, within_seconds: int, *, requested_at: dt.datetime | None = None) -> bool:
+        """Refresh when the token expires within `within_seconds`; True when a provider call was made.
+
+        `requested_at` is when the refresh was asked for: a refresh stored since then is this one already,
+        so a redelivered or repeated request makes no second provider call, even when the window is wider
+        than a token's life (the nightly 24 h, "refresh now"), where "still fresh" cannot tell.
+
+        No unlocked look first: in the nightly run nearly every integration is due, and the look under
+        the lock is needed anyway, so a token that is not due costs a row lock instead of a transaction more.
+        """
+        return self._refresh_locked(integration_id, within_seconds, None, log_skip=True, requested_at=requested_at)[1]
 
     def record_transient_failure(self, integration_id: int, error: TransientProviderError) -> None:
         """Retries are exhausted: show the error, but the grant is fine, so no re-auth and no incident."""
@@ -94,20 +94,32 @@ class TokenService:
         return self.cipher.decrypt(row.access_token_enc, integration_id=row.id, field="access_token")
 
     def _refresh_locked(
-        self, integration_id: int, margin_seconds: int, rejected_token: str | None, *, log_skip: bool
+        self,
+        integration_id: int,
+        margin_seconds: int,
+        rejected_token: str | None,
+        *,
+        log_skip: bool,
+        requested_at: dt.datetime | None = None,
     ) -> tuple[str, bool]:
-        started = time.perf_counter()
+        started, called_at = time.perf_counter(), self.clock()
         events: list[Event] = []
         failure: ProviderError | None = None
         token = ""
         with self.sessions.begin() as s:
             row = lock_integration(s, integration_id, self.lock_timeout_seconds)
             _check_active(row)
-            if self._fresh(row, margin_seconds):
+            refreshed_since = (
+                requested_at is not None
+                and row.last_refreshed_at is not None
+                and row.last_refreshed_at >= requested_at
+                and self._fresh(row, 0)
+            )
+            if refreshed_since or self._fresh(row, margin_seconds):
                 current = self._access_token(row)
                 if rejected_token is None or current != rejected_token:
                     if log_skip or rejected_token is not None:
-                        _log_skip(row, "refreshed_by_another_worker", started)
+                        _log_skip(row, _skip_reason(row, rejected_token, requested_at or called_at), started)
                     return current, False
             if not row.refresh_token_enc:
                 failure = ReauthRequired("no_refresh_token", MSG_NO_REFRESH_TOKEN)
@@ -122,8 +134,12 @@ class TokenService:
                     failure = exc
             if failure is None:
                 token = grant.access_token
+                # An open incident implies a failure counted since the last stored grant (open_incident
+                # makes sure): with none, the incident lookup, a query per refresh, is skipped.
+                failures_since_grant = row.refresh_failure_count
                 store_grant(row, grant, self.cipher, self.clock())
-                events += close_incident(s, row, self.clock())
+                if failures_since_grant:
+                    events += close_incident(s, row, self.clock())
             else:
                 mark_failed(row, failure, self.clock())
                 events += open_incident(s, row, failure, self.clock())
@@ -177,6 +193,8 @@ def mark_failed(row: Integration, error: ProviderError, now: dt.datetime) -> Non
 def open_incident(s: Session, row: Integration, error: ProviderError, now: dt.datetime) -> list[Event]:
     if not isinstance(error, ReauthRequired | ProviderConfigError):
         return []
+    # The refresh path looks for an incident to close only when failures were counted (see _refresh_locked).
+    row.refresh_failure_count = max(1, row.refresh_failure_count or 0)
     existing = s.execute(
         select(Incident).where(Incident.integration_id == row.id, Incident.closed_at.is_(None))
     ).scalar_one_or_none()
@@ -203,6 +221,12 @@ def close_incident(s: Session, row: Integration, now: dt.datetime) -> list[Event
 def _check_active(row: Integration) -> None:
     if row.status != ACTIVE:
         raise IntegrationInactive(f"integration {row.id} is {row.status}")
+
+
+def _skip_reason(row: Integration, rejected_token: str | None, called_at: dt.datetime) -> str:
+    if rejected_token is None and (row.last_refreshed_at is None or row.last_refreshed_at < called_at):
+        return "not_due"
+    return "refreshed_by_another_worker"
 
 
 def _ms(started: float) -> float:

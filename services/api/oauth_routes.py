@@ -50,14 +50,15 @@ async def _login_hint(request: Request) -> str | None:
         return None
     try:
         data: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's limit
         raise bad_request("The body must be empty or a JSON object.") from None
     if not isinstance(data, dict) or set(data) - {"login_hint"}:
         raise bad_request('The body may only hold {"login_hint": "<email>"}.')
     hint = data.get("login_hint")
     if hint is None:
         return None
-    if not isinstance(hint, str) or not _EMAIL.fullmatch(hint):
+    # isprintable() also refuses lone surrogates (which cannot be URL-encoded) and invisible format characters.
+    if not isinstance(hint, str) or not _EMAIL.fullmatch(hint) or not hint.isprintable():
         raise bad_request("login_hint must be an email address.")
     return hint
 

@@ -12,14 +12,14 @@ from services.api.errors import bad_request, not_found
 MAX_ID = 2**63 - 1
 MAX_INSIGHT_DAYS = 550
 DEFAULT_INSIGHT_DAYS = 30
-_ID = re.compile(r"[1-9][0-9]{0,18}")
+ID_PATTERN = re.compile(r"[1-9][0-9]{0,18}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def integration_id(request: Request) -> int:
     """The `{id}` path parameter; anything that cannot be an integration id is a 404, like an unknown one."""
     raw = request.path_params.get("id", "")
-    if not isinstance(raw, str) or not _ID.fullmatch(raw) or int(raw) > MAX_ID:
+    if not isinstance(raw, str) or not ID_PATTERN.fullmatch(raw) or int(raw) > MAX_ID:
         raise not_found()
     request.state.integration_id = int(raw)
     return int(raw)
@@ -45,7 +45,7 @@ def _days_before(day: dt.date, days: int) -> dt.date:
 
 def _date(request: Request, name: str) -> dt.date | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:  # an empty value is no date either: 400 below, as the OpenAPI document says
         return None
     if not _DATE.fullmatch(raw):
         raise bad_request(f"{name} must be a date as YYYY-MM-DD.")

@@ -24,6 +24,7 @@ from common.models import OAuthState, utcnow
 from common.reconnect_links import LinkNotNeeded, ReconnectLinkError, make_signer, redeem_link
 from services.api.oauth_flow import STATE_TTL, state_hash
 from services.api.pages import page
+from services.api.params import ID_PATTERN, MAX_ID
 
 log = get_logger("integrations.api.reconnect")
 
@@ -66,10 +67,12 @@ def start_reconnect(c: Container, integration_id: int, token: str) -> str:
 
 
 async def reconnect(request: Request) -> Response:
-    try:
-        integration_id = int(request.path_params["integration_id"])
-    except (KeyError, ValueError):
+    raw_id = request.path_params.get("integration_id", "")
+    # Parsed here rather than by an `:int` route: any id that cannot exist is this page's 400, never a bare 404
+    # (or, for thousands of digits, a 500 from int()).
+    if not isinstance(raw_id, str) or not ID_PATTERN.fullmatch(raw_id) or int(raw_id) > MAX_ID:
         return _rejected("That is not a reconnect link.")
+    integration_id = int(raw_id)
     token = request.query_params.get("token", "")
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return _rejected("This reconnect link is incomplete. Open the link from the email again.")
@@ -88,7 +91,7 @@ def _rejected(message: str) -> Response:
     return page("This reconnect link cannot be used", message, 400)
 
 
-routes: list[BaseRoute] = [Route("/integrations/{integration_id:int}/reconnect", reconnect, methods=["GET"])]
+routes: list[BaseRoute] = [Route("/integrations/{integration_id}/reconnect", reconnect, methods=["GET"])]
 
 openapi_paths: dict[str, Any] = {
     "/integrations/{id}/reconnect": {

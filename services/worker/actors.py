@@ -6,7 +6,10 @@ insights are upserted), so a redelivered message does no harm.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from common.broker import MAX_RETRIES
 from common.scheduling import claim_scheduled_message
@@ -60,9 +63,17 @@ def integration_connected(integration_id: int) -> None:
     time_limit=REFRESH_TIME_LIMIT_MS,
 )
 def refresh_integration(integration_id: int, within_seconds: int) -> None:
-    """Refresh the integration's token when it expires within `within_seconds`."""
+    """Refresh the integration's token when it expires within `within_seconds`.
+
+    The message's `requested_at` option (ISO 8601; by default the message's own time) is when the refresh was
+    asked for: a refresh stored since then counts, so a redelivered message, a repeated fan-out or a double
+    click makes no second provider call.
+    """
+    asked = _requested_at()
     policy.run(
-        "token.refresh", integration_id, lambda: runtime.container().tokens.refresh(integration_id, within_seconds)
+        "token.refresh",
+        integration_id,
+        lambda: runtime.container().tokens.refresh(integration_id, within_seconds, requested_at=asked),
     )
 
 
@@ -70,13 +81,26 @@ def refresh_integration(integration_id: int, within_seconds: int) -> None:
 def refresh_all(within_seconds: int | None = None) -> None:
     """Publish one refresh message per active OAuth2 integration expiring within the window.
 
-    A redelivery publishes again, which is harmless: each refresh re-checks under the lock.
+    A redelivery publishes again, which is harmless: each refresh re-checks under the lock whether it was
+    done since this fan-out's time.
     """
     c = runtime.container()
     if not claim_scheduled_message(c.sessions, REFRESH_ALL):
         return  # a duplicate fire of a scheduled run that another message claimed (logged)
     within = c.settings.nightly_refresh_within_seconds if within_seconds is None else within_seconds
-    publish_refresh_all(c, within)
+    # The fan-out's own time, the same on a redelivery: a refresh already done for it is not done again.
+    asked = _requested_at()
+    publish_refresh_all(c, within, requested_at=asked.isoformat() if asked else None)
+
+
+def _requested_at() -> dt.datetime | None:
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return None
+    given = message.options.get("requested_at")
+    if given:
+        return dt.datetime.fromisoformat(given)
+    return dt.datetime.fromtimestamp(message.message_timestamp / 1000, dt.UTC)
 
 
 ACTORS = (sync_integration, integration_connected, refresh_integration, refresh_all)

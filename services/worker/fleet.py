@@ -60,8 +60,10 @@ def count_due(sessions: sessionmaker[Session], cutoff: dt.datetime) -> int:
         return int(s.scalar(select(func.count()).select_from(Integration).where(*_due(cutoff))) or 0)
 
 
-def publish_refresh_all(c: Container, within_seconds: int) -> int:
+def publish_refresh_all(c: Container, within_seconds: int, requested_at: str | None = None) -> int:
     """Publish `refresh_integration(id, within_seconds)` for every due integration; return the count.
+
+    `requested_at` (the fan-out's time) goes with each message: a refresh done since then is not repeated.
 
     With REFRESH_SPREAD_SECONDS set, message i of n is delayed by i/n of the spread (capped at
     20 minutes) so a large fleet does not hit Google's quotas at once.
@@ -71,11 +73,12 @@ def publish_refresh_all(c: Container, within_seconds: int) -> int:
     cutoff = utcnow() + dt.timedelta(seconds=within_seconds)
     spread_ms = min(c.settings.refresh_spread_seconds * 1000, MAX_SPREAD_MS)
     total = count_due(c.sessions, cutoff) if spread_ms > 0 else 0
+    options = {"requested_at": requested_at} if requested_at else {}
 
     def messages() -> Iterator[tuple[dramatiq.Message[Any], int | None]]:
         for i, integration_id in enumerate(due_ids(c.sessions, cutoff)):
             delay = min(spread_ms, spread_ms * i // total) if total else 0
-            yield build_message(REFRESH_INTEGRATION, integration_id, within_seconds), delay or None
+            yield build_message(REFRESH_INTEGRATION, integration_id, within_seconds, **options), delay or None
             if (i + 1) % PROGRESS_EVERY == 0:
                 log.info("refresh_all.progress", published=i + 1, duration_ms=_ms(started))
 
