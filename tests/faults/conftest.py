@@ -39,8 +39,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for scenario, values in FIGURES.items():
         tr.write_line(f"{scenario}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     tr.write_line(
-        f"secrets search: {REGISTRY.secrets_known} secrets known, {REGISTRY.log_lines} log lines, "
-        f"{REGISTRY.responses} API responses, {REGISTRY.db_rows} database rows, "
+        f"secrets search: {REGISTRY.secrets_known} secret values (summed over scenarios), "
+        f"{REGISTRY.log_lines} log lines, {REGISTRY.responses} API responses, {REGISTRY.db_rows} database rows, "
         f"{len(REGISTRY.findings)} found"
     )
 

@@ -37,7 +37,7 @@ THREADS = 4
 REAUTH = "reauth_required"
 
 
-def storm(lab: Lab, c, fleet: list[Seeded], rounds: int, stop_callers: threading.Event) -> dict[str, str]:
+def storm(c, fleet: list[Seeded], rounds: int) -> dict[str, str]:
     """Publish `rounds` syncs, refreshes and forced refreshes per integration, shuffled; message id -> kind."""
     rng = random.Random(len(fleet))
     work = [(kind, s.id) for s in fleet for kind in ("sync", "refresh", "force") for _ in range(rounds)]
@@ -51,26 +51,33 @@ def storm(lab: Lab, c, fleet: list[Seeded], rounds: int, stop_callers: threading
     return sent
 
 
-def in_process_callers(c, fleet: list[Seeded], stop: threading.Event) -> ThreadPoolExecutor:
+class Callers:
     """Threads of this process asking for fresh tokens, half of them as if an API had just answered 401."""
-    pool = ThreadPoolExecutor(4)
 
-    def call(n: int) -> None:
-        rng = random.Random(n)
-        for _ in range(3 * len(fleet)):  # bounded: a few calls per integration and thread
-            if stop.is_set():
-                return
-            iid = rng.choice(fleet).id
-            try:
-                token = c.tokens.ensure_fresh_token(iid, 300)
-                if rng.random() < 0.5:
-                    c.tokens.ensure_fresh_token(iid, 300, rejected_token=token)
-            except ReauthRequired:
-                pass  # a grant lost to a kill (second half): counted from the database
+    def __init__(self, c, fleet: list[Seeded]) -> None:
+        self.stop = threading.Event()
+        self._pool = ThreadPoolExecutor(4)
+        self._futures = [self._pool.submit(_call, c, fleet, n, self.stop) for n in range(4)]
 
-    for n in range(4):
-        pool.submit(call, n)
-    return pool
+    def finish(self) -> None:
+        self.stop.set()
+        self._pool.shutdown(wait=True)
+        for f in self._futures:
+            f.result()  # anything but a lost grant is a failure of the test
+
+
+def _call(c, fleet: list[Seeded], n: int, stop: threading.Event) -> None:
+    rng = random.Random(n)
+    for _ in range(3 * len(fleet)):  # bounded: a few calls per integration and thread
+        if stop.is_set():
+            return
+        iid = rng.choice(fleet).id
+        try:
+            token = c.tokens.ensure_fresh_token(iid, 300)
+            if rng.random() < 0.5:
+                c.tokens.ensure_fresh_token(iid, 300, rejected_token=token)
+        except ReauthRequired:
+            pass  # a grant lost to a kill (second half): counted from the database
 
 
 def finished(lab: Lab, sent: dict[str, str]) -> bool:
@@ -116,14 +123,12 @@ def test_rotating_refresh_tokens_survive_a_storm_and_kills_lose_at_most_the_in_f
         lab.worker(THREADS)
 
     # The storm alone: nobody presents a refresh token twice, every grant survives.
-    stop = threading.Event()
-    callers = in_process_callers(c, calm, stop)
-    sent = storm(lab, c, calm, scale.storm_messages_each, stop)
+    callers = Callers(c, calm)
+    sent = storm(c, calm, scale.storm_messages_each)
     try:
         wait_for(lambda: finished(lab, sent), 300, "the storm to be processed", every=0.5)
     finally:
-        stop.set()
-        callers.shutdown(wait=True)
+        callers.finish()
     presented = fake.refresh_calls_by_token
     assert max(presented.values()) == 1, "a refresh token was presented twice: a double refresh of ours"
     assert not any(r.needs_reauth for r in _rows(c, calm))
@@ -132,9 +137,8 @@ def test_rotating_refresh_tokens_survive_a_storm_and_kills_lose_at_most_the_in_f
 
     # The storm with SIGKILLs: a grant is lost only where Google rotated and our commit never happened.
     before = dict(fake.refresh_calls_by_token)
-    stop = threading.Event()
-    callers = in_process_callers(c, stormy, stop)
-    sent = storm(lab, c, stormy, scale.storm_messages_each, stop)
+    callers = Callers(c, stormy)
+    sent = storm(c, stormy, scale.storm_messages_each)
     kills = 0
     rng = random.Random(5)
     try:
@@ -147,8 +151,8 @@ def test_rotating_refresh_tokens_survive_a_storm_and_kills_lose_at_most_the_in_f
                 lab.worker(THREADS, wait=False)
         wait_for(lambda: finished(lab, sent), 300, "the storm to be processed after the kills", every=0.5)
     finally:
-        stop.set()
-        callers.shutdown(wait=True)
+        callers.finish()
+    assert kills >= 1, "the storm ended before any kill"
     lost = [s.id for s in stormy if not still_refreshes(c, s.id)]
     stale = stored_refresh_tokens(c, lost)
     presented = fake.refresh_calls_by_token

@@ -94,7 +94,7 @@ def test_no_secret_appears_in_any_log_response_or_database_column(scale: Scale):
     assert REGISTRY.findings == [], "\n".join(REGISTRY.findings[:50])
     FIGURES.setdefault("7. secrets", {}).update(
         scenarios_searched=len(REGISTRY.scenarios),
-        secrets_known=REGISTRY.secrets_known,
+        secret_values_searched=REGISTRY.secrets_known,
         log_lines=REGISTRY.log_lines,
         responses=REGISTRY.responses,
         db_rows=REGISTRY.db_rows,
