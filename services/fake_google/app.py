@@ -128,7 +128,10 @@ def create_app(fake: FakeGoogle) -> Starlette:
 async def token_response(fake: FakeGoogle, body: bytes, authorization: str | None) -> Response:
     """Answer one POST /token."""
     form = _parse_form(body)
+    generation = fake.generation
     fault = await _gate(fake, "token")
+    if fake.generation != generation:
+        return json_response(503, {"error": "temporarily_unavailable", "error_description": "reset"}, _NO_STORE)
     if fault is not None:
         fake.note_refresh(form)
         return _fault_response(fault, oauth=True)

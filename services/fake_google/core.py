@@ -42,6 +42,9 @@ class FakeGoogleCore:
         self._init()
 
     def _init(self) -> None:
+        # Bumped by every reset: a request begun before a reset (a hung or slow call of an earlier test)
+        # must not count against the state that follows it.
+        self.generation = getattr(self, "generation", 0) + 1
         self.default_user = DEFAULT_USER
         self.token_lifetime = 3599
         self.rotate_refresh_tokens = False

@@ -558,3 +558,13 @@ def test_module_entry_point() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_call_hung_across_a_reset_does_not_count_afterwards(server: FakeGoogleServer, fake: FakeGoogle) -> None:
+    rt = connect(httpx.Client(base_url=server.url, timeout=5), fake, "hung@example.com")["refresh_token"]
+    fake.hang_next("token", 0.5)
+    with httpx.Client(base_url=server.url, timeout=0.1) as impatient, pytest.raises(httpx.ReadTimeout):
+        refresh(impatient, fake, rt)
+    fake.reset()
+    time.sleep(0.7)  # let the hung call finish on the server: there is no condition to poll for a non-event
+    assert fake.total_refresh_calls == 0
