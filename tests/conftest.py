@@ -51,7 +51,9 @@ def google(google_server: FakeGoogleServer) -> FakeGoogleServer:
     return google_server
 
 
-def make_settings(database_url: str, google: FakeGoogleServer, broker_url: str = "memory://", **over: object) -> Settings:
+def make_settings(
+    database_url: str, google: FakeGoogleServer, broker_url: str = "memory://", **over: object
+) -> Settings:
     env = {
         **google.env(),
         "DATABASE_URL": database_url,

@@ -132,7 +132,9 @@ def finish_authorization(c: Container, *, state: str, code: str | None, error: s
                 failure = _exchange_failure(exc)
             except AccountMismatch as exc:
                 failure = CallbackRejected(
-                    400, "account_mismatch", f"You {exc}. Reconnect with that account, or connect the new one separately."
+                    400,
+                    "account_mismatch",
+                    f"You {exc}. Reconnect with that account, or connect the new one separately.",
                 )
             except IntegrityError:
                 # Another callback stored the same Google account for this user a moment ago.

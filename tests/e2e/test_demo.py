@@ -22,13 +22,16 @@ def test_make_demo_from_a_clean_clone(tmp_path):
     for key in ("DATABASE_URL", "BROKER_URL", "TOKEN_ENCRYPTION_KEYS", "SMTP_URL", "API_PORT"):
         env.pop(key, None)
     try:
-        result = subprocess.run(
-            ["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=840
-        )
+        result = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=840)
         out = result.stdout
         assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
         assert (clone / ".venv" / "bin" / "python").exists()
-        for step in ("[1] Create a demo user", "[3] Initial sync", "[7] The nightly run", "[9] The user clicks the link"):
+        for step in (
+            "[1] Create a demo user",
+            "[3] Initial sync",
+            "[7] The nightly run",
+            "[9] The user clicks the link",
+        ):
             assert step in out
         assert "Token refresh failed: 400 Invalid Grant: the user must re-authenticate" in out
         summary = out.split("\nSummary\n", 1)[1]

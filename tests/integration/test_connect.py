@@ -15,8 +15,15 @@ def _complete(c, user_id, google_email, integration_id=None):
     code, pkce = authorize(c, google_email)
     with c.sessions.begin() as s:
         return complete_connection(
-            s, c.oauth, c.cipher, user_id=user_id, code=code, code_verifier=pkce.verifier,
-            redirect_uri=REDIRECT, now=dt.datetime.now(dt.UTC), integration_id=integration_id,
+            s,
+            c.oauth,
+            c.cipher,
+            user_id=user_id,
+            code=code,
+            code_verifier=pkce.verifier,
+            redirect_uri=REDIRECT,
+            now=dt.datetime.now(dt.UTC),
+            integration_id=integration_id,
         )
 
 

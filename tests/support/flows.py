@@ -6,8 +6,6 @@ import datetime as dt
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
 from common.bootstrap import Container
 from common.connect import complete_connection
 from common.google_oauth import Pkce

@@ -38,7 +38,7 @@ def database_server_url() -> str:
 
         container = PostgresContainer("postgres:16-alpine", driver="psycopg")
         container.start()
-    except Exception as exc:  # noqa: BLE001 - any failure means no database for the tests
+    except Exception as exc:
         _fail("PostgreSQL", exc)
     _containers.append(container)
     return str(container.get_connection_url())
@@ -53,7 +53,7 @@ def broker_server_url() -> tuple[str, object | None]:
 
         container = RabbitMqContainer("rabbitmq:3.13-alpine")
         container.start()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _fail("RabbitMQ", exc)
     _containers.append(container)
     params = container.get_connection_params()
@@ -68,7 +68,7 @@ def temporary_database(server_url: str) -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _fail(f"PostgreSQL at {urlsplit(server_url).hostname}", exc)
     parts = urlsplit(server_url)
     url = urlunsplit(parts._replace(path="/" + name))
@@ -98,7 +98,7 @@ def temporary_vhost(server_url: str, container: object | None) -> Iterator[str]:
     try:
         _rabbitmqctl(container, "add_vhost", name)
         _rabbitmqctl(container, "set_permissions", "-p", name, user, ".*", ".*", ".*")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _fail(f"RabbitMQ vhost creation (rabbitmqctl) for {urlsplit(server_url).hostname}", exc)
     parts = urlsplit(server_url)
     url = urlunsplit(parts._replace(path="/" + quote(name, safe=""), query="heartbeat=30&connection_attempts=3"))
@@ -107,7 +107,7 @@ def temporary_vhost(server_url: str, container: object | None) -> Iterator[str]:
     finally:
         try:
             _rabbitmqctl(container, "delete_vhost", name)
-        except Exception:  # noqa: BLE001, S110 - cleanup is best effort
+        except Exception:
             pass
 
 

@@ -52,4 +52,16 @@ def test_every_service_command_exists(name):
 def test_makefile_has_every_target_the_contract_names():
     makefile = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([a-z-]+):", makefile, re.M))
-    assert {"demo", "run", "test", "api", "worker", "scheduler", "notifier", "refresh", "migrate", "bench", "up"} <= targets
+    assert {
+        "demo",
+        "run",
+        "test",
+        "api",
+        "worker",
+        "scheduler",
+        "notifier",
+        "refresh",
+        "migrate",
+        "bench",
+        "up",
+    } <= targets
