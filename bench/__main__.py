@@ -2,14 +2,17 @@
 
 Environment: BENCH_N (20000), BENCH_WORKER_PROCESSES x BENCH_WORKER_THREADS (2 x 16), BENCH_LATENCY_MS (50),
 BENCH_FANOUT_SIZES (100000,1000000), BENCH_API_CONCURRENCY (10,50,100), BENCH_ONLY (refresh,sync,api,fanout),
-BENCH_DATABASE_URL / TEST_DATABASE_URL, BENCH_BROKER_URL / TEST_BROKER_URL. See bench/config.py.
+BENCH_DATABASE_URL / TEST_DATABASE_URL, BENCH_BROKER_URL / TEST_BROKER_URL; BENCH_KEEP_LOGS=1 keeps the
+processes' logs, BENCH_PROFILE=1 records py-spy profiles (when py-spy is installed). See bench/README.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -99,8 +102,13 @@ def main() -> int:
     try:
         results = run(cfg, name, log_dir)
     except KeyboardInterrupt:
-        say("interrupted: processes stopped, database and vhost dropped")
+        say(f"interrupted: processes stopped, database and vhost dropped; logs in {log_dir}")
         return 130
+    except BaseException:
+        say(f"failed: processes stopped, database and vhost dropped; logs in {log_dir}")
+        raise
+    if not (os.environ.get("BENCH_KEEP_LOGS") or os.environ.get("BENCH_PROFILE")):
+        shutil.rmtree(log_dir, ignore_errors=True)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     results["python"] = platform.python_version()
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

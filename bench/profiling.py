@@ -57,8 +57,6 @@ def summarise(path: Path, top: int = 30) -> str:
             continue
         n = int(count)
         frames = stack.split(";")
-        if frames and frames[-1].startswith(("wait (", "select (", "_wait_for_tstate_lock", "poll (")):
-            pass
         total += n
         for frame in set(frames):
             inclusive[frame] += n
