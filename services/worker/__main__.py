@@ -80,11 +80,20 @@ def run_processes(processes: int, threads: int, shutdown_timeout: float) -> int:
     while True:
         codes = [child.poll() for child in children]
         if all(code is not None for code in codes):
-            return max(code or 0 for code in codes)
+            return _exit_status(codes)
         if not stop.is_set() and any(code is not None for code in codes):
             stop.set()
             _terminate(children)
         time.sleep(0.5)
+
+
+def _exit_status(codes: list[int | None]) -> int:
+    """The first failure, as a shell reports it (a child killed by signal N is 128 + N); 0 when all succeeded."""
+    failed = [code for code in codes if code]
+    if not failed:
+        return 0
+    first = failed[0] or 0
+    return 128 - first if first < 0 else first
 
 
 def _terminate(children: list[subprocess.Popen[bytes]]) -> None:

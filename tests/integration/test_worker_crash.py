@@ -128,3 +128,43 @@ def test_sigterm_lets_the_running_sync_finish_before_exiting(setup, start_worker
     assert worker.wait(60) == 0
     assert load(c, iid).last_sync_status == "success"
     assert broker.get_queue_message_counts(SYNC_QUEUE)[0] == 0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def test_a_child_killed_under_processes_makes_the_parent_exit_non_zero(pg_url, amqp_url, google, tmp_path):
+    env = {
+        **os.environ,
+        **google.env(),
+        "DATABASE_URL": pg_url,
+        "BROKER_URL": amqp_url,
+        "TOKEN_ENCRYPTION_KEYS": TEST_KEYS,
+        "PYTHONPATH": str(ROOT),
+    }
+    with open(tmp_path / "parent.log", "wb") as log:
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "services.worker", "--processes", "2", "--threads", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            kids = wait_for(lambda: (k := _children(parent.pid)) and len(k) == 2 and k, timeout=30)
+            os.kill(kids[0], signal.SIGKILL)
+            # A supervisor restarts the lot only if it sees the failure: the parent must not report success.
+            assert parent.wait(60) == 128 + signal.SIGKILL
+        finally:
+            if parent.poll() is None:
+                parent.kill()
