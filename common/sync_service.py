@@ -226,16 +226,17 @@ def _upsert_insights(s: Session, integration_id: int, values: Sequence[DailyValu
         }
         for v in values
     ]
+    # One fixed statement run over many parameter sets: compiled once and cached, where a multi-row
+    # VALUES built per call cost most of a re-sync's CPU.
+    stmt = _insert(s, Insight)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["integration_id", "location", "metric", "date"],
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+        # Unchanged values are not rewritten: most of a re-read month is identical.
+        where=Insight.value != stmt.excluded.value,
+    )
     for chunk in _chunks(rows):
-        stmt = _insert(s, Insight).values(chunk)
-        s.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["integration_id", "location", "metric", "date"],
-                set_={"value": stmt.excluded.value, "updated_at": now},
-                # Unchanged values are not rewritten: most of a re-read month is identical.
-                where=Insight.value != stmt.excluded.value,
-            )
-        )
+        s.execute(stmt, chunk)
 
 
 def _chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
