@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import IntegrationInactive, IntegrationNotFound
-from common.models import ACTIVE, Insight, Integration, User
+from common.health import unhealthy_integrations
+from common.models import ACTIVE, Insight, Integration
 from services.api.serialize import insight_json, integration_json
 
 
@@ -63,10 +64,4 @@ def list_insights(
 def token_health(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
     """The health report (as `integrations health`): active integrations whose last sync or refresh failed."""
     with sessions() as s:
-        rows = s.execute(
-            select(Integration, User.email)
-            .join(User, User.id == Integration.user_id)
-            .where(Integration.status == ACTIVE, Integration.last_sync_status == "error")
-            .order_by(Integration.id)
-        ).all()
-        return [{**integration_json(row), "user_email": email} for row, email in rows]
+        return [{**integration_json(row), "user_email": email} for row, email in unhealthy_integrations(s)]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.models import ACTIVE, Integration, User
+from common.health import unhealthy_integrations
 
 COLUMNS = (
     "id",
@@ -25,12 +24,7 @@ COLUMNS = (
 def unhealthy(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
     """Integrations with status 'active' and last_sync_status 'error', oldest id first."""
     with sessions() as s:
-        rows = s.execute(
-            select(Integration, User.email)
-            .join(User, User.id == Integration.user_id)
-            .where(Integration.status == ACTIVE, Integration.last_sync_status == "error")
-            .order_by(Integration.id)
-        ).all()
+        rows = unhealthy_integrations(s)
     return [
         {
             "id": row.id,
