@@ -14,8 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,22 +29,11 @@ from common.tasks import QUEUES
 from services.fake_google import FakeGoogleServer
 from tests.conftest import TEST_KEYS, make_settings
 from tests.faults.evidence import REGISTRY, SecretIndex, database_text
+from tests.support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "faults-admin-key-" + os.urandom(8).hex()
 T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
 
 
 def free_port() -> int:

@@ -19,9 +19,10 @@ from sqlalchemy import func, or_, select
 from common.models import Integration
 from common.tasks import REFRESH_ALL, REFRESH_INTEGRATION, SYNC_INTEGRATION, build_message, send
 from tests.faults.evidence import figure
-from tests.faults.lab import Lab, wait_for
+from tests.faults.lab import Lab
 from tests.faults.scale import Scale
 from tests.faults.seed import expected_insights, seed, stored_insights
+from tests.support.polling import wait_for
 
 DAY = 86_400
 FORCE = 10**9

@@ -16,10 +16,11 @@ import pytest
 
 from tests.faults import rabbit
 from tests.faults.evidence import figure
-from tests.faults.lab import Lab, wait_for
+from tests.faults.lab import Lab
 from tests.faults.scale import Scale
 from tests.faults.seed import seed
 from tests.support.api import bearer
+from tests.support.polling import wait_for
 
 CLIENT_TIMEOUT = 15.0  # "never hangs": the API answers 503 well within this
 PAUSE = 0.1

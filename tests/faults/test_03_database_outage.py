@@ -16,10 +16,11 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from common.models import Integration
 from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, send
 from tests.faults.evidence import figure
-from tests.faults.lab import Lab, wait_for
+from tests.faults.lab import Lab
 from tests.faults.scale import Scale
 from tests.faults.seed import expected_insights, seed, stored_insights
 from tests.support import services
+from tests.support.polling import wait_for
 
 FORCE = 10**9
 # Retried quickly in this test; the policy (exponential backoff, jitter, record when exhausted) is the real one.

@@ -19,11 +19,12 @@ from starlette.testclient import TestClient
 from common.models import Incident, Integration
 from common.tasks import REFRESH_INTEGRATION, send
 from tests.faults.evidence import figure
-from tests.faults.lab import Lab, wait_for
+from tests.faults.lab import Lab
 from tests.faults.scale import Scale
 from tests.faults.seed import Seeded, seed
 from tests.support.api import bearer, build_app, close
 from tests.support.notify import smtp_server
+from tests.support.polling import wait_for
 
 DAY = 86_400
 RETRIES = {"min_backoff": 200, "max_backoff": 1_000}

@@ -27,9 +27,10 @@ from common.errors import ReauthRequired
 from common.models import Incident, Integration
 from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, send
 from tests.faults.evidence import figure
-from tests.faults.lab import Lab, wait_for
+from tests.faults.lab import Lab
 from tests.faults.scale import Scale
 from tests.faults.seed import Seeded, seed
+from tests.support.polling import wait_for
 
 DAY = 86_400
 FORCE = 10**9

@@ -22,10 +22,11 @@ from common.config import Secret
 from common.models import Integration
 from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, send
 from tests.faults.evidence import FIGURES, REGISTRY, figure
-from tests.faults.lab import Lab, key_material, wait_for
+from tests.faults.lab import Lab, key_material
 from tests.faults.scale import Scale
 from tests.faults.seed import seed
 from tests.support.api import bearer
+from tests.support.polling import wait_for
 
 FORCE = 10**9
 SYNCED = {"sync.succeeded"}

@@ -30,8 +30,8 @@ from tests.support.notify import (
     running_notifier,
     smtp_server,
     text_part,
-    wait_until,
 )
+from tests.support.polling import wait_for
 from tests.support.worker import running_worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -75,7 +75,7 @@ def test_revoked_grant_over_three_nightly_runs_sends_one_email_whose_link_reconn
 
             for night in (1, 2, 3):  # the nightly refresh of this integration, as refresh_all fans it out
                 send(notifier.broker, REFRESH_INTEGRATION, iid, 86400)
-                wait_until(lambda n=night: load(c, iid).refresh_failure_count == n, what=f"night {night}")
+                wait_for(lambda n=night: load(c, iid).refresh_failure_count == n, what=f"night {night}")
             notifier.drain()
 
             assert google.fake.refresh_calls_for(google_email) == 3
@@ -111,7 +111,7 @@ def test_revoked_grant_over_three_nightly_runs_sends_one_email_whose_link_reconn
             assert row.last_sync_status != "error"  # the reconnect's first sync may already have run
             [incident] = incidents(c, iid)
             assert incident.closed_at is not None
-            wait_until(lambda: len(box.to(owner)) == 2, what="the reconnected email")
+            wait_for(lambda: len(box.to(owner)) == 2, what="the reconnected email")
             notifier.drain()
             confirmation = box.to(owner)[1]
             assert confirmation["Subject"] == f"Reconnected: {row.display_name}"
@@ -123,7 +123,7 @@ def test_duplicate_events_and_the_outbox_sweep_send_nothing_more(pg_url, amqp_ur
     with smtp_server() as (box, port), running_notifier(settings_for(pg_url, google, amqp_url, port)) as notifier:
         c = notifier.container
         _, owner, incident_id = break_grant(c, google)
-        wait_until(lambda: box.to(owner), what="the re-auth email")
+        wait_for(lambda: box.to(owner), what="the re-auth email")
         for _ in range(3):  # redeliveries, the outbox sweep, a second notifier: all the same event
             send(notifier.broker, NOTIFY_INCIDENT_OPENED, incident_id)
         swept = outbox.sweep(c.sessions, notifier.broker, utcnow() + dt.timedelta(minutes=2), 60)
@@ -147,7 +147,7 @@ def test_an_event_lost_between_commit_and_publish_is_sent_by_the_outbox_sweep(pg
             assert owed not in outbox.sweep(notifier.container.sessions, notifier.broker, utcnow(), 60)  # grace
             later = utcnow() + dt.timedelta(seconds=90)
             assert owed in outbox.sweep(notifier.container.sessions, notifier.broker, later, 60)
-            wait_until(lambda: box.to(owner), what="the swept email")
+            wait_for(lambda: box.to(owner), what="the swept email")
             notifier.drain()
             assert len(box.to(owner)) == 1
 
@@ -157,12 +157,12 @@ def test_smtp_down_then_up_delivers_the_email_exactly_once(pg_url, amqp_url, goo
     with running_notifier(settings_for(pg_url, google, amqp_url, port)) as notifier:
         c = notifier.container
         iid, owner, incident_id = break_grant(c, google)
-        wait_until(lambda: incidents(c, iid)[0].notify_attempts >= 1, what="a failed first attempt")
+        wait_for(lambda: incidents(c, iid)[0].notify_attempts >= 1, what="a failed first attempt")
         assert incidents(c, iid)[0].notified_at is None
         for _ in range(2):  # the sweep's copies, retrying alongside the original
             send(notifier.broker, NOTIFY_INCIDENT_OPENED, incident_id)
         with smtp_server(port) as (box, _):
-            wait_until(lambda: box.to(owner), timeout=60, what="the email after SMTP came back")
+            wait_for(lambda: box.to(owner), timeout=60, what="the email after SMTP came back")
             notifier.drain(timeout=60)
             assert len(box.to(owner)) == 1
         [incident] = incidents(c, iid)
@@ -194,7 +194,7 @@ def test_workspace_reauth_policy_is_explained(pg_url, amqp_url, google):
         google.fake.set_grant_error(google_email, "invalid_rapt")
         with pytest.raises(ReauthRequired):
             c.tokens.refresh(iid, 86400)
-        [mail] = wait_until(lambda: box.to(owner_email(c, iid)), what="the re-auth email")
+        [mail] = wait_for(lambda: box.to(owner_email(c, iid)), what="the re-auth email")
         assert "Google Workspace policy asks you to sign in again" in text_part(mail)
 
 
@@ -239,7 +239,7 @@ def test_without_smtp_url_the_email_is_an_eml_file(pg_url, amqp_url, google, tmp
         iid, owner, incident_id = break_grant(notifier.container, google)
         notifier.drain()
         path = Path(tmp_path, "mail", f"incident-{incident_id}.reauth_example.test.eml")
-        wait_until(path.exists, what=str(path))
+        wait_for(path.exists, what=str(path))
         content = path.read_text()
         assert f"To: {owner}" in content and f"/integrations/{iid}/reconnect?token=" in content
 

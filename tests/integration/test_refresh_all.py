@@ -16,7 +16,8 @@ from services.worker.fleet import due_ids
 from tests.conftest import make_settings
 from tests.support import services
 from tests.support.flows import connect, load, new_email
-from tests.support.worker import running_worker, wait_for
+from tests.support.polling import wait_for
+from tests.support.worker import running_worker
 
 DAY = 86_400
 

@@ -26,7 +26,8 @@ from services.scheduler.scheduler import NightlyScheduler
 from tests.conftest import TEST_KEYS, make_settings
 from tests.support import services
 from tests.support.flows import connect, expire_soon, new_email
-from tests.support.worker import running_worker, wait_for
+from tests.support.polling import wait_for
+from tests.support.worker import running_worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 ROOT = Path(__file__).resolve().parents[2]

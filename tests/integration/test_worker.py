@@ -17,7 +17,8 @@ from services.fake_google import expected_metric_value
 from services.worker.policy import backoff_ms
 from tests.conftest import make_settings
 from tests.support.flows import connect, expire_soon, load, new_email
-from tests.support.worker import RunningWorker, running_worker, wait_for
+from tests.support.polling import wait_for
+from tests.support.worker import RunningWorker, running_worker
 
 FAST = {"min_backoff": 50, "max_backoff": 200}  # message options: quick retries in tests
 

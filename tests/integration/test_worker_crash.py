@@ -22,7 +22,8 @@ from common.tasks import SYNC_INTEGRATION, SYNC_QUEUE, send
 from services.fake_google import expected_metric_value
 from tests.conftest import TEST_KEYS, make_settings
 from tests.support.flows import connect, load, new_email
-from tests.support.worker import flush, wait_for
+from tests.support.polling import wait_for
+from tests.support.worker import flush
 
 ROOT = Path(__file__).resolve().parents[2]
 
