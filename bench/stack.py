@@ -36,18 +36,9 @@ class FakeProcess:
         self.control("latency", endpoint="*", ms=ms)
 
     def env(self) -> dict[str, str]:
-        from services.fake_google.data import CLIENT_ID, CLIENT_SECRET
+        from services.fake_google.data import fake_env
 
-        return {
-            "GOOGLE_AUTH_URL": f"{self.url}/o/oauth2/v2/auth",
-            "GOOGLE_TOKEN_URL": f"{self.url}/token",
-            "GOOGLE_REVOKE_URL": f"{self.url}/revoke",
-            "GBP_ACCOUNT_MANAGEMENT_URL": f"{self.url}/accountmanagement/v1",
-            "GBP_BUSINESS_INFORMATION_URL": f"{self.url}/businessinformation/v1",
-            "GBP_PERFORMANCE_URL": f"{self.url}/performance/v1",
-            "GOOGLE_CLIENT_ID": CLIENT_ID,
-            "GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
-        }
+        return fake_env(self.url)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy import or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -194,46 +195,45 @@ def _insert(s: Session, entity: type[Location] | type[Insight]) -> Any:
 def _upsert_locations(s: Session, integration_id: int, locations: Sequence[GbpLocation]) -> None:
     now = utcnow()
     rows = [
-        {
-            "integration_id": integration_id,
-            "account_name": loc.account,
-            "name": loc.name,
-            "title": loc.title,
-            "updated_at": now,
-        }
+        {"integration_id": integration_id, "account_name": loc.account, "name": loc.name, "title": loc.title}
         for loc in locations
     ]
-    for chunk in _chunks(rows):
-        stmt = _insert(s, Location).values(chunk)
-        s.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["integration_id", "name"],
-                set_={"account_name": stmt.excluded.account_name, "title": stmt.excluded.title, "updated_at": now},
-            )
-        )
+    _upsert(s, Location, rows, ["integration_id", "name"], ["account_name", "title"], now)
 
 
 def _upsert_insights(s: Session, integration_id: int, values: Sequence[DailyValue]) -> None:
-    now = utcnow()
     rows = [
-        {
-            "integration_id": integration_id,
-            "location": v.location,
-            "metric": v.metric,
-            "date": v.date,
-            "value": v.value,
-            "updated_at": now,
-        }
+        {"integration_id": integration_id, "location": v.location, "metric": v.metric, "date": v.date, "value": v.value}
         for v in values
     ]
-    # One fixed statement run over many parameter sets: compiled once and cached, where a multi-row
-    # VALUES built per call cost most of a re-sync's CPU.
-    stmt = _insert(s, Insight)
+    # Unchanged values are not rewritten: most of a re-read month is identical.
+    _upsert(s, Insight, rows, ["integration_id", "location", "metric", "date"], ["value"], utcnow(), only_changed=True)
+
+
+def _upsert(
+    s: Session,
+    entity: type[Location] | type[Insight],
+    rows: list[dict[str, Any]],
+    key: list[str],
+    columns: list[str],
+    now: dt.datetime,
+    *,
+    only_changed: bool = False,
+) -> None:
+    """Insert or update `rows` on their natural key with one fixed statement run over many parameter sets.
+
+    The statement is compiled once and cached; a multi-row VALUES built per call cost most of a re-sync's CPU.
+    """
+    if not rows:
+        return
+    for row in rows:
+        row["updated_at"] = now
+    stmt = _insert(s, entity)
+    changed = [getattr(entity, c) != getattr(stmt.excluded, c) for c in columns]
     stmt = stmt.on_conflict_do_update(
-        index_elements=["integration_id", "location", "metric", "date"],
-        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
-        # Unchanged values are not rewritten: most of a re-read month is identical.
-        where=Insight.value != stmt.excluded.value,
+        index_elements=key,
+        set_={**{c: getattr(stmt.excluded, c) for c in columns}, "updated_at": stmt.excluded.updated_at},
+        where=or_(*changed) if only_changed else None,
     )
     for chunk in _chunks(rows):
         s.execute(stmt, chunk)

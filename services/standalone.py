@@ -7,13 +7,11 @@ unset), mail written to var/mail/. With DATABASE_URL / BROKER_URL set it runs on
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import FrameType
 
 import dramatiq
 import uvicorn
@@ -25,6 +23,7 @@ from common.cron import CronSchedule
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
 from common.migrate import upgrade
+from common.process import stop_on_signals
 from services.api.app import create_app
 from services.fake_google import FakeGoogleServer, start_fake_google
 from services.notifier.actors import declare_actors
@@ -137,13 +136,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    stop = stop_on_signals()
     print(f"integrations is running at {system.api_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     stop.wait()
     system.stop()

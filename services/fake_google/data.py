@@ -40,6 +40,20 @@ _BUSINESS_NAMES = (
 )
 
 
+def fake_env(url: str, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET) -> dict[str, str]:
+    """The environment variables that point the system at a fake served at `url`."""
+    return {
+        "GOOGLE_AUTH_URL": f"{url}/o/oauth2/v2/auth",
+        "GOOGLE_TOKEN_URL": f"{url}/token",
+        "GOOGLE_REVOKE_URL": f"{url}/revoke",
+        "GBP_ACCOUNT_MANAGEMENT_URL": f"{url}/accountmanagement/v1",
+        "GBP_BUSINESS_INFORMATION_URL": f"{url}/businessinformation/v1",
+        "GBP_PERFORMANCE_URL": f"{url}/performance/v1",
+        "GOOGLE_CLIENT_ID": client_id,
+        "GOOGLE_CLIENT_SECRET": client_secret,
+    }
+
+
 def expected_metric_value(location_name: str, metric: str, date: datetime.date) -> int:
     """The value the fake reports for `metric` at `location_name` ("locations/123") on `date`; 0 in ~2% of days."""
     return zlib.crc32(f"{location_name}|{metric}|{date.isoformat()}".encode()) % 50

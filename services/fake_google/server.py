@@ -11,6 +11,7 @@ from types import TracebackType
 import uvicorn
 
 from services.fake_google.app import create_app
+from services.fake_google.data import fake_env
 from services.fake_google.state import FakeGoogle
 
 
@@ -82,16 +83,7 @@ class FakeGoogleServer:
 
     def env(self) -> dict[str, str]:
         """The environment variables that point the system at this fake."""
-        return {
-            "GOOGLE_AUTH_URL": f"{self.url}/o/oauth2/v2/auth",
-            "GOOGLE_TOKEN_URL": f"{self.url}/token",
-            "GOOGLE_REVOKE_URL": f"{self.url}/revoke",
-            "GBP_ACCOUNT_MANAGEMENT_URL": f"{self.url}/accountmanagement/v1",
-            "GBP_BUSINESS_INFORMATION_URL": f"{self.url}/businessinformation/v1",
-            "GBP_PERFORMANCE_URL": f"{self.url}/performance/v1",
-            "GOOGLE_CLIENT_ID": self.fake.client_id,
-            "GOOGLE_CLIENT_SECRET": self.fake.client_secret,
-        }
+        return fake_env(self.url, self.fake.client_id, self.fake.client_secret)
 
     def __enter__(self) -> FakeGoogleServer:
         return self

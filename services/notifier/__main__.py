@@ -6,18 +6,16 @@ SIGTERM/SIGINT stop taking messages and let the running ones finish; unfinished 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
-from types import FrameType
 
 import dramatiq
 
 from common.bootstrap import bootstrap
 from common.broker import make_broker
-from common.config import MEMORY_BROKER, load_settings
+from common.config import load_settings
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
+from common.process import require_rabbitmq, stop_on_signals
 from common.tasks import NOTIFY_QUEUE
 from services.notifier.actors import declare_actors
 
@@ -31,8 +29,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if settings.broker_url == MEMORY_BROKER:
-        print("error: the notifier needs RabbitMQ: set BROKER_URL=amqp://user:pass@host:5672/vhost", file=sys.stderr)
+    if not require_rabbitmq(settings, "notifier"):
         return 2
     configure_logging(settings.log_level, settings.log_format)
     log = get_logger("integrations.notifier")
@@ -44,13 +41,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    stop = stop_on_signals()
     broker.emit_after("process_boot")  # starts the TimeLimit watchdog
     worker = dramatiq.Worker(broker, queues={NOTIFY_QUEUE}, worker_threads=THREADS)
     worker.start()

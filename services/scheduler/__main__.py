@@ -6,17 +6,15 @@ Run one (a second one is harmless: duplicate fires are dropped by the worker). S
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
-from types import FrameType
 
 from common.bootstrap import bootstrap
 from common.broker import make_broker
-from common.config import MEMORY_BROKER, load_settings
+from common.config import load_settings
 from common.cron import CronSchedule
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
+from common.process import require_rabbitmq, stop_on_signals
 from services.scheduler.scheduler import NightlyScheduler, declare_periodic_stub
 
 
@@ -27,20 +25,13 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if settings.broker_url == MEMORY_BROKER:
-        print("error: the scheduler needs RabbitMQ: set BROKER_URL=amqp://user:pass@host:5672/vhost", file=sys.stderr)
+    if not require_rabbitmq(settings, "scheduler"):
         return 2
     configure_logging(settings.log_level, settings.log_format)
     broker = make_broker(settings.broker_url)
     container = bootstrap(settings, broker=broker, configure_logs=False, pool_size=2)
     declare_periodic_stub(broker, schedule)
-    stop = threading.Event()
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    stop = stop_on_signals()
     get_logger("integrations.scheduler").info("scheduler.process", pid=os.getpid())
     try:
         NightlyScheduler(container.sessions, broker, schedule).run(stop)

@@ -18,9 +18,9 @@ from types import FrameType
 
 import dramatiq
 
-from common.config import MEMORY_BROKER
 from common.errors import ConfigError
 from common.logging import get_logger
+from common.process import require_rabbitmq
 from common.tasks import REFRESH_QUEUE, SYNC_QUEUE
 from services.worker.bootstrap import DEFAULT_THREADS, init_worker
 
@@ -47,8 +47,7 @@ def run_worker(threads: int, shutdown_timeout: float) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if container.settings.broker_url == MEMORY_BROKER:
-        print("error: the worker needs RabbitMQ: set BROKER_URL=amqp://user:pass@host:5672/vhost", file=sys.stderr)
+    if not require_rabbitmq(container.settings, "worker"):
         return 2
     log = get_logger("integrations.worker")
     stop = _stop_on_signals()

@@ -1,0 +1,30 @@
+"""What every long-running service process does alike: refuse the in-process broker, stop on a signal."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+
+from common.config import MEMORY_BROKER, Settings
+
+
+def require_rabbitmq(settings: Settings, service: str) -> bool:
+    """False (after saying why on stderr) when BROKER_URL is the in-process broker, which only `make run` can use."""
+    if settings.broker_url != MEMORY_BROKER:
+        return True
+    print(f"error: the {service} needs RabbitMQ: set BROKER_URL=amqp://user:pass@host:5672/vhost", file=sys.stderr)
+    return False
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: the process finishes its running work, then exits."""
+    stop = threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
