@@ -29,7 +29,7 @@ def test_make_demo_from_a_clean_clone(tmp_path):
         for step in (
             "[1] Create a demo user",
             "[3] Initial sync",
-            "[7] The nightly run",
+            "[7] The nightly refresh-all",
             "[9] The user clicks the link",
         ):
             assert step in out
