@@ -26,6 +26,15 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+def key_digest(api_key: str) -> str | None:
+    """The stored form (SHA-256 hex) of a well-formed API key; None for a malformed one, at the same cost."""
+    if not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
+        # Hash anyway so a malformed key costs the same as a wrong one.
+        hmac.compare_digest(hash_key(api_key), hash_key(KEY_PREFIX))
+        return None
+    return hash_key(api_key)
+
+
 def create_user(sessions: sessionmaker[Session], email: str) -> tuple[int, str]:
     """Create a user and return (id, api_key); the key is not stored and cannot be shown again."""
     email = email.strip().lower()
@@ -44,11 +53,9 @@ def create_user(sessions: sessionmaker[Session], email: str) -> tuple[int, str]:
 
 def authenticate(session: Session, api_key: str) -> User | None:
     """The user owning `api_key`, or None; the key is compared only as a hash, in constant time."""
-    if not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
-        # Hash anyway so a malformed key costs the same as a wrong one.
-        hmac.compare_digest(hash_key(api_key), hash_key(KEY_PREFIX))
+    digest = key_digest(api_key)
+    if digest is None:
         return None
-    digest = hash_key(api_key)
     user = session.execute(select(User).where(User.api_key_hash == digest)).scalar_one_or_none()
     if user is None or not hmac.compare_digest(user.api_key_hash, digest):
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -41,21 +42,37 @@ def unauthorized(message: str) -> ApiError:
 
 async def require_user(request: Request) -> Caller:
     """The caller owning the request's API key; 401 when it is missing or unknown."""
+    key = _required_key(request)
+    sessions = api_state(request).container.sessions
+
+    def lookup() -> tuple[int, str] | None:
+        with sessions() as s:
+            user = authenticate(s, key)
+            return None if user is None else (user.id, user.email)
+
+    return _caller(request, await anyio.to_thread.run_sync(lookup))
+
+
+async def require_user_for_work(request: Request, check: Callable[[str], tuple[int, str] | None]) -> Caller:
+    """`require_user`, with the key and the target checked by one call (in a worker thread): `check(key)`
+    returns the key's (user id, email), or None for an invalid key, and raises when the target is not
+    workable. A 401 still comes before anything about the target."""
+    key = _required_key(request)
+    return _caller(request, await anyio.to_thread.run_sync(check, key))
+
+
+def _required_key(request: Request) -> str:
     key = bearer_key(request)
     if key is None:
         raise unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
-    sessions = api_state(request).container.sessions
+    return key
 
-    def lookup() -> Caller | None:
-        with sessions() as s:
-            user = authenticate(s, key)
-            return None if user is None else Caller(user.id, user.email)
 
-    caller = await anyio.to_thread.run_sync(lookup)
-    if caller is None:
+def _caller(request: Request, user: tuple[int, str] | None) -> Caller:
+    if user is None:
         raise unauthorized("The API key is not valid.")
-    request.state.user_id = caller.user_id
-    return caller
+    request.state.user_id = user[0]
+    return Caller(*user)
 
 
 def require_admin(request: Request) -> None:

@@ -11,8 +11,9 @@ from starlette.routing import BaseRoute, Route
 
 from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION
 from services.api import params, queries
-from services.api.auth import require_user
+from services.api.auth import require_user, require_user_for_work
 from services.api.disconnect import disconnect
+from services.api.errors import ApiError
 from services.api.state import api_state
 
 # "Refresh this one now": a window no token outlives, so the worker always calls Google (under the
@@ -48,10 +49,14 @@ async def refresh(request: Request) -> Response:
 
 
 async def _enqueue(request: Request, actor: str, *extra: int) -> Response:
-    caller = await require_user(request)
-    iid = params.integration_id(request)
+    try:
+        iid = params.integration_id(request)
+    except ApiError:
+        await require_user(request)  # a bad key is a 401 whatever the path says
+        raise
     state = api_state(request)
-    await anyio.to_thread.run_sync(queries.check_workable, state.container.sessions, caller.user_id, iid)
+    sessions = state.container.sessions
+    await require_user_for_work(request, lambda key: queries.authorize_work(sessions, key, iid))
     message_id = await state.gateway.send(actor, iid, *extra)
     return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
 

@@ -165,3 +165,25 @@ def test_keys_are_checked_against_the_database_not_cached(api: Api) -> None:
     with api.c.sessions.begin() as s:
         s.execute(update(User).where(User.id == user_id).values(api_key_hash="0" * 64))
     assert api.client.get("/integrations", headers=headers).status_code == 401
+
+
+def test_sync_and_refresh_check_the_key_before_the_id(api: Api) -> None:
+    """POST sync/refresh check the key and the integration in one query: a bad key is still a 401 first."""
+    _, headers = api.user()
+    for action in ("sync", "refresh"):
+        for raw_id in ("abc", "0", "-1", "9" * 30, "424242"):
+            path = f"/integrations/{raw_id}/{action}"
+            assert api.client.post(path, headers=bearer("ik_wrong")).status_code == 401, path
+            assert api.client.post(path).status_code == 401, path
+            assert api.client.post(path, headers=headers).status_code == 404, path
+
+
+def test_sync_checks_the_key_against_the_database_on_every_request(api: Api) -> None:
+    user_id, headers = api.user()
+    iid = api.connect(headers)
+    assert api.client.post(f"/integrations/{iid}/sync", headers=headers).status_code == 202
+    with api.c.sessions.begin() as s:
+        s.execute(update(User).where(User.id == user_id).values(api_key_hash="1" * 64))
+    resp = api.client.post(f"/integrations/{iid}/sync", headers=headers)
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] == "unauthorized"
