@@ -38,7 +38,7 @@ from common.gbp_client import DailyValue, GbpLocation
 from common.locking import lock_integration
 from common.logging import get_logger
 from common.models import ACTIVE, Insight, Integration, Location, utcnow
-from common.token_service import mark_failed, open_incident
+from common.token_service import UNDECRYPTABLE, mark_failed, open_incident
 
 if TYPE_CHECKING:
     from common.bootstrap import Container
@@ -181,7 +181,8 @@ def _record_success(c: Container, integration_id: int) -> None:
         row.last_synced_at = c.tokens.clock()
         # A re-auth or client-config state came from a failed refresh and still stands (the access token
         # can outlive a revoked refresh token by up to an hour); only a successful refresh clears it.
-        if not row.needs_reauth and row.error_kind in (None, "transient"):
+        # An undecryptable-token state is cleared too: this sync has just decrypted the token.
+        if not row.needs_reauth and (row.error_kind in (None, "transient") or row.error_reason == UNDECRYPTABLE):
             row.last_sync_status = "success"
             row.last_sync_message = None
             row.error_kind = None

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.cipher import TokenCipher
 from common.errors import (
+    CipherError,
     IntegrationInactive,
     IntegrationNotFound,
     ProviderConfigError,
@@ -27,6 +28,14 @@ from common.logging import get_logger
 from common.models import ACTIVE, Incident, Integration, utcnow
 
 log = get_logger("integrations.token")
+
+# The contract's error kinds are reauth_required, provider_config and transient: an undecryptable token is
+# our configuration's fault, like a broken OAuth client, and needs an operator; its reason tells them apart.
+UNDECRYPTABLE = "undecryptable"
+MSG_UNDECRYPTABLE = (
+    "The stored credentials cannot be decrypted: an encryption key is missing from the service's "
+    "configuration. The operators must restore it; reconnecting is not needed."
+)
 
 
 class Refresher(Protocol):
@@ -52,15 +61,19 @@ class TokenService:
         `rejected_token` is an access token an API just answered 401 to: it is refreshed even if its
         expiry looks fine, unless another worker already replaced it.
         """
-        if rejected_token is None:
-            with self.sessions() as s:
-                row = s.get(Integration, integration_id)
-                if row is None:
-                    raise IntegrationNotFound(f"integration {integration_id} does not exist")
-                _check_active(row)
-                if self._fresh(row, margin_seconds):
-                    return self._access_token(row)
-        return self._refresh_locked(integration_id, margin_seconds, rejected_token, log_skip=False)[0]
+        try:
+            if rejected_token is None:
+                with self.sessions() as s:
+                    row = s.get(Integration, integration_id)
+                    if row is None:
+                        raise IntegrationNotFound(f"integration {integration_id} does not exist")
+                    _check_active(row)
+                    if self._fresh(row, margin_seconds):
+                        return self._access_token(row)
+            return self._refresh_locked(integration_id, margin_seconds, rejected_token, log_skip=False)[0]
+        except CipherError as exc:
+            self.record_cipher_failure(integration_id, exc)
+            raise
 
     def refresh(self, integration_id: int, within_seconds: int, *, requested_at: dt.datetime | None = None) -> bool:
         """Refresh when the token expires within `within_seconds`; True when a provider call was made.
@@ -72,7 +85,38 @@ class TokenService:
         No unlocked look first: in the nightly run nearly every integration is due, and the look under
         the lock is needed anyway, so a token that is not due costs a row lock instead of a transaction more.
         """
-        return self._refresh_locked(integration_id, within_seconds, None, log_skip=True, requested_at=requested_at)[1]
+        try:
+            return self._refresh_locked(integration_id, within_seconds, None, log_skip=True, requested_at=requested_at)[
+                1
+            ]
+        except CipherError as exc:
+            self.record_cipher_failure(integration_id, exc)
+            raise
+
+    def record_cipher_failure(self, integration_id: int, error: CipherError) -> None:
+        """A stored token does not decrypt (its key left TOKEN_ENCRYPTION_KEYS, or the value was altered).
+
+        Shown on the row, so `integrations health` and /admin/token-health list it, and logged for the
+        operators (the error names the key id, never a token). No re-auth and no user email: restoring
+        the key repairs it, and the next successful refresh or sync clears the state.
+        """
+        log.error(
+            "token.decrypt.failed",
+            integration_id=integration_id,
+            error_kind=ProviderConfigError.kind,
+            reason=UNDECRYPTABLE,
+            message=str(error),
+            operator_action_required=True,
+        )
+        with self.sessions.begin() as s:
+            row = s.get(Integration, integration_id)
+            if row is None or row.needs_reauth:
+                return  # a re-auth state outranks it: the user's reconnect stores new tokens anyway
+            row.last_sync_status = "error"
+            row.last_sync_message = MSG_UNDECRYPTABLE
+            row.error_kind = ProviderConfigError.kind
+            row.error_reason = UNDECRYPTABLE
+            row.last_refresh_failed_at = self.clock()
 
     def record_transient_failure(self, integration_id: int, error: TransientProviderError) -> None:
         """Retries are exhausted: show the error, but the grant is fine, so no re-auth and no incident."""

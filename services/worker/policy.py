@@ -20,6 +20,7 @@ from common.errors import (
     TransientProviderError,
 )
 from common.logging import get_logger
+from common.token_service import UNDECRYPTABLE
 from services.worker import runtime
 
 # Failing at once: only a person can fix these; the row and the incident already say so.
@@ -45,8 +46,15 @@ def run(unit: str, integration_id: int, work: Callable[[], object]) -> None:
     except TRANSIENT as exc:
         _retry_or_record(integration_id, exc)
     except CipherError:
-        # Dramatiq logs expected exceptions at info level; a token no key decrypts needs an operator.
-        log.error(f"{unit}.failed", integration_id=integration_id, error_kind="cipher", operator_action_required=True)
+        # Dramatiq logs expected exceptions at info level; a token no key decrypts needs an operator
+        # (the token service has marked the row and logged which key).
+        log.error(
+            f"{unit}.failed",
+            integration_id=integration_id,
+            error_kind=ProviderConfigError.kind,
+            reason=UNDECRYPTABLE,
+            operator_action_required=True,
+        )
         raise
 
 

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from common.bootstrap import Container
 from common.errors import (
     AccessTokenRejected,
+    CipherError,
     IntegrationInactive,
     IntegrationNotFound,
     LockTimeout,
@@ -438,3 +439,48 @@ def test_a_held_lock_times_out_on_sqlite_too(lite: Container, google: FakeGoogle
     assert isinstance(error, LockTimeout) and str(iid) in str(error)
     assert google.fake.refresh_calls_for(email) == 0
     assert list(lite.gbp.accounts(tokens.ensure_fresh_token(iid, 300)))
+
+
+# --- A token no configured key decrypts: operators must act ----------------------------------------------
+
+
+def test_a_token_no_key_decrypts_marks_the_row_for_operators_and_the_restored_key_clears_it(
+    c: Container, google: FakeGoogleServer
+) -> None:
+    from common.cipher import TokenCipher, generate_key_spec
+    from common.health import unhealthy_integrations
+    from common.sync_service import sync_integration
+    from common.token_service import MSG_UNDECRYPTABLE
+
+    iid, email = expiring(c, google)
+    # The key the tokens were written with left TOKEN_ENCRYPTION_KEYS too early.
+    without_key, rec = service(c, cipher=TokenCipher.from_spec(generate_key_spec("other")))
+    for attempt in (lambda: without_key.ensure_fresh_token(iid, 300), lambda: without_key.refresh(iid, 86400)):
+        with capture_logs() as logs, pytest.raises(CipherError, match="'test1'"):
+            attempt()
+        [failed] = [e for e in logs if e["event"] == "token.decrypt.failed"]
+        assert failed["log_level"] == "error" and failed["operator_action_required"] is True
+        assert failed["integration_id"] == iid and "'test1'" in failed["message"]
+        row = load(c, iid)
+        assert (row.last_sync_status, row.error_kind, row.error_reason, row.needs_reauth) == (
+            "error",
+            "provider_config",
+            "undecryptable",
+            False,
+        )
+        assert row.last_sync_message == MSG_UNDECRYPTABLE
+    assert incidents(c, iid) == [] and rec.events == []  # no user email: reconnecting is not the fix
+    assert google.fake.refresh_calls_for(email) == 0
+    with c.sessions() as s:
+        assert iid in [r.id for r, _ in unhealthy_integrations(s)]
+
+    # The key is back: the next sync refreshes (the token is expiring), syncs and clears the state.
+    sync_integration(c, iid)
+    row = load(c, iid)
+    assert (row.last_sync_status, row.error_kind, row.error_reason, row.last_sync_message) == (
+        "success",
+        None,
+        None,
+        None,
+    )
+    assert google.fake.refresh_calls_for(email) == 1
