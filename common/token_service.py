@@ -86,9 +86,10 @@ class TokenService:
         the lock is needed anyway, so a token that is not due costs a row lock instead of a transaction more.
         """
         try:
-            return self._refresh_locked(integration_id, within_seconds, None, log_skip=True, requested_at=requested_at)[
-                1
-            ]
+            _, called = self._refresh_locked(
+                integration_id, within_seconds, None, log_skip=True, requested_at=requested_at
+            )
+            return called
         except CipherError as exc:
             self.record_cipher_failure(integration_id, exc)
             raise
