@@ -13,15 +13,13 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, text
 
 from common.bootstrap import Container
-from common.gbp_client import DAILY_METRICS
 from common.google_oauth import SCOPES
-from common.models import ACTIVE, GOOGLE, OAUTH2, Insight, Integration, User
-from common.sync_service import sync_window
+from common.models import ACTIVE, GOOGLE, OAUTH2, Integration, User
 from common.users import KEY_PREFIX, hash_key
-from services.fake_google import FakeGoogle, expected_metric_value
+from services.fake_google import FakeGoogle
 from services.fake_google.data import user_sub
 
 REDIRECT = "http://127.0.0.1:8000/oauth/google/callback"
@@ -115,27 +113,4 @@ def seed(c: Container, fake: FakeGoogle, n: int, *, per_user: int = 1, expires_i
     with c.sessions.begin() as s:
         for start in range(0, len(rows), 1000):
             s.execute(insert(Integration), rows[start : start + 1000])
-    return out
-
-
-def expected_insights(fake: FakeGoogle, google_email: str, today: dt.date | None = None) -> dict[tuple, int]:
-    """What a first sync of that account stores: every location, metric and day of the backfill window."""
-    start, end = sync_window(today or dt.datetime.now(dt.UTC).date(), first_sync=True)
-    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    names = [loc.name for acc in fake.layout_for(google_email).accounts for loc in acc.locations]
-    return {(n, m, d): expected_metric_value(n, m, d) for n in names for m in DAILY_METRICS for d in days}
-
-
-def stored_insights(c: Container, integration_id: int) -> dict[tuple, int]:
-    with c.sessions() as s:
-        rows = s.execute(
-            select(Insight.location, Insight.metric, Insight.date, Insight.value).where(
-                Insight.integration_id == integration_id
-            )
-        ).all()
-    out: dict[tuple, int] = {}
-    for r in rows:
-        key = (r.location, r.metric, r.date)
-        assert key not in out, f"duplicate insight row {key}"
-        out[key] = r.value
     return out

@@ -21,7 +21,8 @@ from common.tasks import REFRESH_ALL, REFRESH_INTEGRATION, SYNC_INTEGRATION, bui
 from tests.faults.evidence import figure
 from tests.faults.lab import Lab
 from tests.faults.scale import Scale
-from tests.faults.seed import expected_insights, seed, stored_insights
+from tests.faults.seed import seed
+from tests.support.insights import assert_first_sync_stored, stored_insights
 from tests.support.polling import wait_for
 
 DAY = 86_400
@@ -98,7 +99,7 @@ def test_sigkilled_workers_during_refresh_all_lose_no_refresh_and_lock_nobody_ou
     assert (reauth, errors) == (0, 0)
     assert soonest > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30), "every token was renewed"
     for s in synced:
-        assert stored_insights(c, s.id) == expected_insights(google.fake, s.google_email)
+        assert_first_sync_stored(stored_insights(c.sessions, s.id), google.fake, s.google_email)
     dead = {q: counts[2] for q, counts in lab.queue_counts(c).items()}
     assert dead == {"sync": 0, "refresh": 0, "notifications": 0}, "nothing dead-lettered"
     calls = google.fake.total_refresh_calls

@@ -18,8 +18,9 @@ from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, send
 from tests.faults.evidence import figure
 from tests.faults.lab import Lab
 from tests.faults.scale import Scale
-from tests.faults.seed import expected_insights, seed, stored_insights
+from tests.faults.seed import seed
 from tests.support import services
+from tests.support.insights import assert_first_sync_stored, stored_insights
 from tests.support.polling import wait_for
 
 FORCE = 10**9
@@ -82,7 +83,7 @@ def test_terminated_database_connections_are_retried_and_nobody_is_left_in_error
         ).all()
     assert [tuple(r) for r in states] == [("success", None, False, len(fleet))], "nobody is left in error"
     for f in fleet:
-        assert stored_insights(c, f.id) == expected_insights(google.fake, f.google_email)
+        assert_first_sync_stored(stored_insights(c.sessions, f.id), google.fake, f.google_email)
     retried = lab.count("retry.scheduled")
     assert terminated > 0 and retried > 0, "the outage hit the workers' work"
     figure(

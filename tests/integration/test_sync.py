@@ -10,29 +10,12 @@ from sqlalchemy import func, select
 from common.errors import ReauthRequired, TransientProviderError
 from common.gbp_client import DAILY_METRICS
 from common.google_oauth import MSG_PERMISSION_DENIED
-from common.models import Incident, Insight, Location
+from common.models import Incident, Location
 from common.sync_service import BACKFILL_DAYS, WINDOW_DAYS, sync_integration, sync_window
-from services.fake_google import expected_metric_value
 from tests.support.flows import connect, expire_soon, load, new_email
+from tests.support.insights import stored_insights, window_values
 
 TODAY = dt.date(2024, 3, 15)
-
-
-def expected(google, email: str, start: dt.date, end: dt.date) -> dict[tuple[str, str, dt.date], int]:
-    """The fake's values for every location of `email`, metric and day in [start, end]."""
-    names = [loc.name for acc in google.fake.layout_for(email).accounts for loc in acc.locations]
-    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    return {(n, m, d): expected_metric_value(n, m, d) for n in names for m in DAILY_METRICS for d in days}
-
-
-def stored(c, integration_id: int) -> dict[tuple[str, str, dt.date], int]:
-    with c.sessions() as s:
-        rows = s.execute(
-            select(Insight.location, Insight.metric, Insight.date, Insight.value).where(
-                Insight.integration_id == integration_id
-            )
-        ).all()
-    return {(r.location, r.metric, r.date): r.value for r in rows}
 
 
 def test_first_sync_stores_exactly_the_fakes_values_for_a_90_day_backfill(pg, google):
@@ -43,8 +26,8 @@ def test_first_sync_stores_exactly_the_fakes_values_for_a_90_day_backfill(pg, go
 
     start, end = sync_window(TODAY, first_sync=True)
     assert (start, end) == (TODAY - dt.timedelta(days=BACKFILL_DAYS), TODAY - dt.timedelta(days=1))
-    want = expected(google, email, start, end)
-    assert stored(pg, iid) == want
+    want = window_values(google.fake, email, start, end)
+    assert stored_insights(pg.sessions, iid) == want
     assert 0 in want.values()  # Google leaves zero values out; they are stored as 0
     assert (result.locations, result.values) == (2, len(want))
     row = load(pg, iid)
@@ -65,8 +48,9 @@ def test_resync_reads_30_days_and_creates_no_duplicates(pg, google):
 
     start, end = sync_window(later, first_sync=False)
     assert end - start == dt.timedelta(days=WINDOW_DAYS - 1)
-    want = expected(google, email, *sync_window(TODAY, first_sync=True)) | expected(google, email, start, end)
-    assert stored(pg, iid) == want
+    first = window_values(google.fake, email, *sync_window(TODAY, first_sync=True))
+    want = first | window_values(google.fake, email, start, end)
+    assert stored_insights(pg.sessions, iid) == want
     assert result.values == 2 * len(DAILY_METRICS) * WINDOW_DAYS
     with pg.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Location).where(Location.integration_id == iid)) == 2
@@ -90,7 +74,7 @@ def test_a_401_forces_one_refresh_and_the_call_is_retried(pg, google):
     result = sync_integration(pg, iid, today=TODAY)
 
     assert google.fake.total_refresh_calls == 1
-    assert result.values == len(expected(google, email, *sync_window(TODAY, first_sync=True)))
+    assert result.values == len(window_values(google.fake, email, *sync_window(TODAY, first_sync=True)))
     assert load(pg, iid).last_sync_status == "success"
 
 
@@ -145,4 +129,5 @@ def test_sync_works_on_sqlite(lite, google):
     sync_integration(lite, iid, today=TODAY)
     sync_integration(lite, iid, today=TODAY)
 
-    assert stored(lite, iid) == expected(google, email, *sync_window(TODAY, first_sync=True))
+    want = window_values(google.fake, email, *sync_window(TODAY, first_sync=True))
+    assert stored_insights(lite.sessions, iid) == want

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
 
 from common.broker import MAX_BACKOFF_MS
-from common.gbp_client import DAILY_METRICS
 from common.models import DISCONNECTED, Incident, Insight, Integration
-from common.sync_service import sync_window
 from common.tasks import INTEGRATION_CONNECTED, NOTIFY_QUEUE, SYNC_INTEGRATION, send
-from services.fake_google import expected_metric_value
 from services.worker.policy import backoff_ms
 from tests.conftest import make_settings
 from tests.support.flows import connect, expire_soon, load, new_email
+from tests.support.insights import assert_first_sync_stored, first_sync_values, stored_insights
 from tests.support.polling import wait_for
 from tests.support.worker import RunningWorker, running_worker
 
@@ -27,21 +24,6 @@ FAST = {"min_backoff": 50, "max_backoff": 200}  # message options: quick retries
 def w(pg_url: str, amqp_url: str, google) -> Iterator[RunningWorker]:
     with running_worker(make_settings(pg_url, google, broker_url=amqp_url), threads=4) as running:
         yield running
-
-
-def insights(w: RunningWorker, iid: int) -> dict[tuple[str, str, dt.date], int]:
-    with w.container.sessions() as s:
-        rows = s.execute(
-            select(Insight.location, Insight.metric, Insight.date, Insight.value).where(Insight.integration_id == iid)
-        ).all()
-    return {(r.location, r.metric, r.date): r.value for r in rows}
-
-
-def fake_values(google, email: str) -> dict[tuple[str, str, dt.date], int]:
-    start, end = sync_window(dt.datetime.now(dt.UTC).date(), first_sync=True)
-    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    names = [loc.name for acc in google.fake.layout_for(email).accounts for loc in acc.locations]
-    return {(n, m, d): expected_metric_value(n, m, d) for n in names for m in DAILY_METRICS for d in days}
 
 
 def finished(w: RunningWorker, message_id: str):
@@ -56,7 +38,7 @@ def test_connected_event_runs_the_initial_sync_with_the_fakes_values(w, google):
 
     done = wait_for(lambda: finished(w, mid), what="the initial sync")
     assert done.exception is None
-    assert insights(w, iid) == fake_values(google, email)
+    assert_first_sync_stored(stored_insights(w.container.sessions, iid), google.fake, email)
     assert load(w.container, iid).last_sync_status == "success"
 
 
@@ -69,7 +51,7 @@ def test_sync_with_token_inside_margin_refreshes_exactly_once_then_syncs(w, goog
 
     assert wait_for(lambda: finished(w, mid)).exception is None
     assert google.fake.total_refresh_calls == 1
-    assert insights(w, iid) == fake_values(google, email)
+    assert_first_sync_stored(stored_insights(w.container.sessions, iid), google.fake, email)
 
 
 def test_100_sync_messages_on_one_integration_make_one_refresh_and_no_duplicates(w, google):
@@ -85,9 +67,8 @@ def test_100_sync_messages_on_one_integration_make_one_refresh_and_no_duplicates
     assert google.fake.refresh_calls_for(email) == 1
     with w.container.sessions() as s:
         count = s.scalar(select(func.count()).select_from(Insight).where(Insight.integration_id == iid))
-    want = fake_values(google, email)
-    assert count == len(want)
-    assert insights(w, iid) == want
+    assert count == len(first_sync_values(google.fake, email))
+    assert_first_sync_stored(stored_insights(w.container.sessions, iid), google.fake, email)
 
 
 def test_401_from_business_profile_forces_one_refresh(w, google):
@@ -139,7 +120,7 @@ def test_transient_503_is_retried_and_then_synced_without_an_error_state(w, goog
         None,
         None,
     )
-    assert insights(w, iid) == fake_values(google, email)
+    assert_first_sync_stored(stored_insights(w.container.sessions, iid), google.fake, email)
 
 
 def test_permanently_failing_provider_ends_in_a_transient_error_state(w, google):

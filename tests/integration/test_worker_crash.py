@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -15,13 +14,11 @@ from sqlalchemy import func, select
 
 from common.bootstrap import bootstrap
 from common.broker import make_broker
-from common.gbp_client import DAILY_METRICS
 from common.models import Insight
-from common.sync_service import sync_window
 from common.tasks import SYNC_INTEGRATION, SYNC_QUEUE, send
-from services.fake_google import expected_metric_value
 from tests.conftest import TEST_KEYS, make_settings
 from tests.support.flows import connect, load, new_email
+from tests.support.insights import assert_first_sync_stored, first_sync_values, stored_insights
 from tests.support.polling import wait_for
 from tests.support.worker import flush
 
@@ -71,21 +68,6 @@ def start_worker(pg_url, amqp_url, google, tmp_path) -> Iterator:
         log.close()
 
 
-def expected(google, email: str) -> dict:
-    start, end = sync_window(dt.datetime.now(dt.UTC).date(), first_sync=True)
-    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    names = [loc.name for acc in google.fake.layout_for(email).accounts for loc in acc.locations]
-    return {(n, m, d): expected_metric_value(n, m, d) for n in names for m in DAILY_METRICS for d in days}
-
-
-def stored(c, iid: int) -> dict:
-    with c.sessions() as s:
-        rows = s.execute(
-            select(Insight.location, Insight.metric, Insight.date, Insight.value).where(Insight.integration_id == iid)
-        ).all()
-    return {(r.location, r.metric, r.date): r.value for r in rows}
-
-
 def rows(c, iid: int) -> int:
     with c.sessions() as s:
         return s.scalar(select(func.count()).select_from(Insight).where(Insight.integration_id == iid))
@@ -105,12 +87,13 @@ def test_worker_killed_mid_sync_the_message_is_redelivered_and_synced_once(setup
     first.wait(10)
 
     partial = rows(c, iid)
-    assert 0 < partial < len(expected(google, email))
+    assert 0 < partial < len(first_sync_values(google.fake, email))
     assert load(c, iid).last_synced_at is None
 
     second = start_worker()
     wait_for(lambda: load(c, iid).last_sync_status == "success", 60, "the redelivered sync")
-    assert stored(c, iid) == expected(google, email)  # exactly the fake's values: no duplicates, none missing
+    # exactly the fake's values: no duplicates, none missing
+    assert_first_sync_stored(stored_insights(c.sessions, iid), google.fake, email)
     wait_for(lambda: broker.get_queue_message_counts(SYNC_QUEUE) == (0, 0, 0), 10, "an empty queue")
     second.send_signal(signal.SIGTERM)
     assert second.wait(30) == 0
