@@ -104,14 +104,23 @@ def test_two_schedulers_firing_in_the_same_minute_give_one_processed_refresh_all
 
 def test_a_scheduler_down_over_two_oclock_catches_up_once_when_it_starts(settings, google):
     schedule = CronSchedule.parse(settings.nightly_refresh_cron, settings.scheduler_timezone)  # 0 2 * * * UTC
-    missed = schedule.previous_fire(utcnow(), dt.timedelta(hours=24))
+    # The schedulers' clocks read noon today, whenever the test runs: run near 02:00 on the real clock, a
+    # regular fire would follow the catch-up within seconds and refresh the integration a second time.
+    offset = dt.datetime.combine(utcnow().date(), dt.time(12), dt.UTC) - utcnow()
+
+    def clock() -> dt.datetime:
+        return utcnow() + offset
+
+    missed = schedule.previous_fire(clock(), dt.timedelta(hours=24))
     assert missed is not None and missed.hour == 2 and missed.minute == 0
     key = run_key(REFRESH_ALL, missed)
     with running_worker(settings, threads=2) as w, capture_logs() as logs:
         email = due_integration(w.container, google)
         assert runs(w.container, key) == []
         stop = threading.Event()
-        thread = threading.Thread(target=NightlyScheduler(w.container.sessions, w.broker, schedule).run, args=(stop,))
+        thread = threading.Thread(
+            target=NightlyScheduler(w.container.sessions, w.broker, schedule, clock=clock).run, args=(stop,)
+        )
         thread.start()
         try:
             [fired] = wait_for(lambda: events(logs, "scheduler.fired", key), what="the catch-up")
@@ -123,7 +132,7 @@ def test_a_scheduler_down_over_two_oclock_catches_up_once_when_it_starts(setting
         wait_for(lambda: google.fake.refresh_calls_for(email) == 1, what="the missed nightly refresh")
 
         # Started again (a restart, a second scheduler): the run was done, nothing is sent.
-        assert NightlyScheduler(w.container.sessions, w.broker, schedule).catch_up() is None
+        assert NightlyScheduler(w.container.sessions, w.broker, schedule, clock=clock).catch_up() is None
         w.worker.join()
         assert len(events(logs, "scheduler.fired", key)) == 1
         assert len(runs(w.container, key)) == 1
