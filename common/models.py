@@ -81,6 +81,13 @@ class Integration(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "platform", "external_account_id"),
         Index("ix_integrations_due", "status", "auth_type", "token_expires_at", "id"),
+        # The outbox sweep's first syncs still owed (services/scheduler/outbox.py).
+        Index(
+            "ix_integrations_never_synced",
+            "created_at",
+            postgresql_where=text("last_synced_at IS NULL"),
+            sqlite_where=text("last_synced_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -84,7 +84,7 @@ async def callback(request: Request) -> Response:
         await state.gateway.send(INTEGRATION_CONNECTED, done.integration_id)
         await state.gateway.publish_events(done.events)
     except PublishFailed:
-        # The integration is stored; the user can start a sync later (POST /integrations/{id}/sync).
+        # The integration is stored; the scheduler's outbox sweep publishes its first sync in a minute or two.
         queued = False
     result = "reconnected" if done.reconnected else "connected" if done.created else "updated"
     log.info("oauth.connected", integration_id=done.integration_id, result=result, initial_sync_queued=queued)
@@ -117,7 +117,7 @@ async def done_page(request: Request) -> Response:
     sync_note = (
         "Its first sync has started; your data will appear shortly."
         if queued
-        else "Its first sync could not be started right now; start one from the app in a moment."
+        else "Its first sync could not be started right now; it starts by itself within a few minutes."
     )
     return page(f"Connected: {name}", f"{name} {_RESULTS.get(result, 'is connected')}. {sync_note}")
 

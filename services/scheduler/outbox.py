@@ -1,10 +1,15 @@
-"""Outbox sweep: publish again the incident events whose email is still owed.
+"""Outbox sweep: publish again the incident events whose email is still owed, and first syncs never run.
 
 An incident is committed before its event is published (rule 4), so a crash in between, or a message
 that exhausted its retries while the mail server was down, would leave an email unsent. The sweep finds
 those from the database and publishes the event again; the notifier's per-incident lock and
 `notified_at` make any extra message a no-op. Backoff without state: an incident is swept again
 when its age crosses 1, 2, 4, 8, 16 and 32 minutes, then every hour, for up to 7 days (the link's life).
+
+The same holds for a new integration's first sync: the OAuth callback commits the integration, then
+publishes `integration_connected`; when the broker cannot take it (the user is told), an active
+integration that was never synced and has no sync result is owed one, and gets it on the same marks of
+its age. A sync is idempotent (upserts), so a message that was only slow costs a repeated sync at most.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.logging import get_logger
 from common.models import ACTIVE, Incident, Integration
 from common.reconnect_links import LINK_TTL_SECONDS
-from common.tasks import NOTIFY_INCIDENT_CLOSED, NOTIFY_INCIDENT_OPENED, send
+from common.tasks import INTEGRATION_CONNECTED, NOTIFY_INCIDENT_CLOSED, NOTIFY_INCIDENT_OPENED, send
 
 GRACE_SECONDS = 60
 _MARKS = tuple(60 * 2**k for k in range(6))
@@ -38,7 +43,7 @@ def is_due(age_seconds: float, since_last_sweep: float) -> bool:
 def sweep(
     sessions: sessionmaker[Session], broker: dramatiq.Broker, now: dt.datetime, since_last: float
 ) -> list[tuple[str, int]]:
-    """Publish the owed incident events that are due again; returns them as (actor name, incident id)."""
+    """Publish the owed events that are due again; returns them as (actor name, incident or integration id)."""
     oldest = now - dt.timedelta(seconds=LINK_TTL_SECONDS)
     newest = now - dt.timedelta(seconds=GRACE_SECONDS)
     with sessions() as s:
@@ -60,10 +65,21 @@ def sweep(
                 Incident.closed_at.between(oldest, newest),
             )
         ).all()
+        never_synced = s.execute(
+            select(Integration.id, Integration.created_at).where(
+                Integration.last_synced_at.is_(None),  # ix_integrations_never_synced
+                Integration.created_at.between(oldest, newest),
+                Integration.last_sync_status.is_(None),
+                Integration.status == ACTIVE,
+            )
+        ).all()
     due = [(NOTIFY_INCIDENT_OPENED, i) for i, at in opened if is_due((now - at).total_seconds(), since_last)]
     due += [(NOTIFY_INCIDENT_CLOSED, i) for i, at in closed if at and is_due((now - at).total_seconds(), since_last)]
-    for actor, incident_id in due:
-        send(broker, actor, incident_id)
+    syncs = [(INTEGRATION_CONNECTED, i) for i, at in never_synced if is_due((now - at).total_seconds(), since_last)]
+    for actor, some_id in due + syncs:
+        send(broker, actor, some_id)
     if due:
         log.info("outbox.republished", count=len(due), incident_ids=[i for _, i in due][:50])
-    return due
+    if syncs:
+        log.info("outbox.first_syncs_published", count=len(syncs), integration_ids=[i for _, i in syncs][:50])
+    return due + syncs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import time
 import uuid
@@ -9,11 +10,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from common.bootstrap import Container
-from common.tasks import SYNC_INTEGRATION
+from common.broker import make_broker
+from common.models import Integration, utcnow
+from common.tasks import INTEGRATION_CONNECTED, SYNC_INTEGRATION
 from common.users import create_user
+from services.scheduler import outbox
 from tests.conftest import make_settings
 from tests.support.api import Api, ApiServer, bearer, build_app, close, consent, create_vhost, rabbitmqctl, start
 from tests.support.api import messages_for as queued
@@ -209,3 +214,34 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_first_sync_the_broker_could_not_take_at_the_callback_is_sent_by_the_outbox_sweep(
+    no_broker, api_vhost: str
+) -> None:
+    client, c = no_broker
+    _, key = create_user(c.sessions, new_email())
+    resp = client.post("/integrations/google/connect", headers=bearer(key))
+    callback = client.get("/oauth/google/callback", params=consent(resp.json()["authorization_url"]))
+    assert callback.status_code == 200  # the done page, after the 303
+    assert "could not be started" in callback.text
+    with c.sessions() as s:
+        row = s.scalars(select(Integration).order_by(Integration.id.desc())).first()
+        assert row is not None and row.last_synced_at is None
+        iid, connected_at = row.id, row.created_at
+
+    broker = make_broker(api_vhost)
+    try:
+        queued(api_vhost, "sync", INTEGRATION_CONNECTED, iid)  # nothing from earlier tests
+        # Within the grace minute nothing is owed yet; past it, the first sync is published.
+        assert (INTEGRATION_CONNECTED, iid) not in outbox.sweep(c.sessions, broker, connected_at, 60)
+        swept = outbox.sweep(c.sessions, broker, connected_at + dt.timedelta(seconds=61), 60)
+        assert (INTEGRATION_CONNECTED, iid) in swept
+        assert [m["args"] for m in queued(api_vhost, "sync", INTEGRATION_CONNECTED, iid)] == [[iid]]
+        # Once it synced, nothing more is owed.
+        with c.sessions.begin() as s:
+            s.execute(update(Integration).where(Integration.id == iid).values(last_synced_at=utcnow()))
+        later = connected_at + dt.timedelta(minutes=2, seconds=1)
+        assert (INTEGRATION_CONNECTED, iid) not in outbox.sweep(c.sessions, broker, later, 60)
+    finally:
+        broker.close()
