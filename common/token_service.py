@@ -32,6 +32,7 @@ log = get_logger("integrations.token")
 # The contract's error kinds are reauth_required, provider_config and transient: an undecryptable token is
 # our configuration's fault, like a broken OAuth client, and needs an operator; its reason tells them apart.
 UNDECRYPTABLE = "undecryptable"
+PERMISSION_DENIED = "permission_denied"  # the reason of a Business Profile 403 (common.gbp_client)
 MSG_UNDECRYPTABLE = (
     "The stored credentials cannot be decrypted: an encryption key is missing from the service's "
     "configuration. The operators must restore it; reconnecting is not needed."
@@ -182,8 +183,11 @@ class TokenService:
                 # An open incident implies a failure counted since the last stored grant (open_incident
                 # makes sure): with none, the incident lookup, a query per refresh, is skipped.
                 failures_since_grant = row.refresh_failure_count
-                store_grant(row, grant, self.cipher, self.clock())
-                if failures_since_grant:
+                # A Business Profile 403 is not about the grant: a refresh that works does not lift it, so its
+                # re-auth state and incident stay until the user reconnects (else: an email per sync and night).
+                denied = bool(row.needs_reauth) and row.error_reason == PERMISSION_DENIED
+                store_grant(row, grant, self.cipher, self.clock(), clear_error=not denied)
+                if failures_since_grant and not denied:
                     events += close_incident(s, row, self.clock())
             else:
                 mark_failed(row, failure, self.clock())
@@ -205,8 +209,13 @@ class TokenService:
         return token, True
 
 
-def store_grant(row: Integration, grant: TokenGrant, cipher: TokenCipher, now: dt.datetime) -> None:
-    """Encrypt and store a grant's tokens; the stored refresh token stays when the grant has none."""
+def store_grant(
+    row: Integration, grant: TokenGrant, cipher: TokenCipher, now: dt.datetime, *, clear_error: bool = True
+) -> None:
+    """Encrypt and store a grant's tokens; the stored refresh token stays when the grant has none.
+
+    `clear_error=False` keeps the row's error state and failure count (see PERMISSION_DENIED).
+    """
     row.access_token_enc = cipher.encrypt(grant.access_token, integration_id=row.id, field="access_token")
     if grant.refresh_token:
         row.refresh_token_enc = cipher.encrypt(grant.refresh_token, integration_id=row.id, field="refresh_token")
@@ -214,6 +223,8 @@ def store_grant(row: Integration, grant: TokenGrant, cipher: TokenCipher, now: d
     if grant.scopes:
         row.granted_scopes = " ".join(sorted(grant.scopes))
     row.last_refreshed_at = now
+    if not clear_error:
+        return
     row.refresh_failure_count = 0
     if row.error_kind is not None or row.needs_reauth:
         row.needs_reauth = False
@@ -244,7 +255,12 @@ def open_incident(s: Session, row: Integration, error: ProviderError, now: dt.da
         select(Incident).where(Incident.integration_id == row.id, Incident.closed_at.is_(None))
     ).scalar_one_or_none()
     if existing is not None:
-        return []
+        if not (existing.kind == ProviderConfigError.kind and isinstance(error, ReauthRequired)):
+            return []
+        # Only the user can fix this one: the operators' incident gives way (their email tells no user),
+        # closed without an event ("reconnected" would be false), so the user's email goes out.
+        existing.closed_at = now
+        s.flush()  # before the insert: at most one open incident per integration (uq_incidents_open)
     incident = Incident(
         integration_id=row.id, kind=error.kind, reason=error.reason, message=error.message, opened_at=now
     )

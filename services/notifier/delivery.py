@@ -71,7 +71,7 @@ class Notifier:
         started = time.perf_counter()
         with self._incident_lock(incident_id):
             with self.sessions.begin() as s:
-                incident = s.get(Incident, incident_id)
+                incident = _read_incident(s, incident_id)
                 draft = "missing" if incident is None else claim(s, incident)
                 attempt = incident.notify_attempts if incident is not None else 0
             if isinstance(draft, str):
@@ -182,6 +182,17 @@ class Notifier:
                     raise LockTimeout(f"incident {incident_id} is being notified by another worker") from None
                 raise
             yield
+
+
+def _read_incident(s: Session, incident_id: int) -> Incident | None:
+    incident = s.get(Incident, incident_id)
+    if incident is None:
+        return None
+    # The integration's row first, then the incident, as the refresh and the OAuth callback take them
+    # when they close it: the claim's writes (the link's foreign key) the other way round deadlock.
+    s.execute(select(Integration.id).where(Integration.id == incident.integration_id).with_for_update(key_share=True))
+    s.refresh(incident)  # as committed by whoever held the integration's lock
+    return incident
 
 
 def _integration_and_owner(s: Session, incident: Incident) -> tuple[Integration | None, User | None]:

@@ -151,7 +151,9 @@ def _message(to: str, subject: str, text: str, html: str, msg_id: str, mail_from
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = mail_from
     msg["To"] = to
-    msg["Subject"] = subject
+    # Names come from Google and the database: a line break (CR, LF, U+2028, ...) in a header would make
+    # the email library refuse the message, so every run of whitespace becomes one space.
+    msg["Subject"] = " ".join(subject.split())
     msg["Message-ID"] = msg_id
     msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
     msg["Auto-Submitted"] = "auto-generated"

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
 from common.bootstrap import Container, bootstrap
 from common.config import Secret
 from common.errors import ProviderConfigError, ReauthRequired, TransientProviderError
-from common.models import Incident, User, utcnow
+from common.locking import lock_integration
+from common.models import Incident, Integration, User, utcnow
+from common.sync_service import sync_integration
 from common.tasks import NOTIFY_INCIDENT_OPENED, REFRESH_INTEGRATION, send
+from common.token_service import close_incident
 from services.api.app import create_app
 from services.notifier.delivery import Notifier
-from services.notifier.mailer import FileMailer
+from services.notifier.mailer import FileMailer, SmtpMailer
 from services.scheduler import outbox
 from tests.conftest import make_settings
 from tests.support.flows import connect, load, new_email
@@ -252,3 +256,108 @@ def test_standalone_sqlite_sends_once_per_incident_to_eml_files(lite, google, tm
     assert notifier.incident_opened(incident_id) == "already_notified"
     [eml] = (tmp_path / "mail").glob("*.eml")
     assert f"To: {owner}" in eml.read_text()
+
+
+def test_a_grant_revoked_while_the_oauth_client_was_broken_still_emails_the_user(pg_url, amqp_url, google):
+    with smtp_server() as (box, port):
+        settings = settings_for(pg_url, google, amqp_url, port, ops_email="ops@example.test")
+        with running_notifier(settings) as notifier:
+            c = notifier.container
+            google_email = new_email("g")
+            iid = connect(c, google_email)
+            owner = owner_email(c, iid)
+            google.fake.set_client_status("deleted_client")
+            with pytest.raises(ProviderConfigError):
+                c.tokens.refresh(iid, 86400)
+            google.fake.set_client_status(None)  # the operators fixed the client; meanwhile the user revoked access
+            google.fake.revoke_user(google_email)
+            for _ in range(2):
+                with pytest.raises(ReauthRequired):
+                    c.tokens.refresh(iid, 86400)
+            [mail] = wait_for(lambda: box.to(owner), what="the re-auth email")
+            assert f"/integrations/{iid}/reconnect?token=" in text_part(mail)
+            client_incident, reauth_incident = incidents(c, iid)
+            assert client_incident.kind == "provider_config" and client_incident.closed_at is not None
+            assert reauth_incident.kind == "reauth_required" and reauth_incident.closed_at is None
+            notifier.drain()
+            assert len(box.to(owner)) == 1
+
+
+def test_a_display_name_with_line_breaks_is_emailed_on_one_subject_line(pg_url, amqp_url, google):
+    with smtp_server() as (box, port):
+        settings = settings_for(pg_url, google, amqp_url, port)
+        c = bootstrap(settings, configure_logs=False)  # no broker: the notifier is called directly below
+        try:
+            iid, owner, incident_id = break_grant(c, google)
+            with c.sessions.begin() as s:
+                s.get(Integration, iid).display_name = "Cafe\r\nBcc: victim@example.test\nX-Evil: 1\u2028<b>"
+            notifier = Notifier(c.sessions, c.engine, c.settings, SmtpMailer(f"smtp://127.0.0.1:{port}"))
+            assert notifier.incident_opened(incident_id) == "sent"
+        finally:
+            c.close()
+        [mail] = box.messages
+        assert mail["Subject"] == "Action needed: reconnect Cafe Bcc: victim@example.test X-Evil: 1 <b>"
+        assert mail["Bcc"] is None and mail["X-Evil"] is None and str(mail["To"]) == owner
+        assert "Cafe" in text_part(mail) and "&lt;b&gt;" in html_part(mail) and "<b>" not in html_part(mail)
+
+
+def test_a_lasting_403_is_one_email_however_many_nightly_refreshes_follow(pg_url, amqp_url, google):
+    with smtp_server() as (box, port), running_notifier(settings_for(pg_url, google, amqp_url, port)) as notifier:
+        c = notifier.container
+        google_email = new_email("g")
+        iid = connect(c, google_email)
+        owner = owner_email(c, iid)
+        google.fake.forbid_location(google.fake.layout_for(google_email).accounts[0].locations[0].name)
+        for _night in range(3):
+            if not load(c, iid).needs_reauth:  # the app's daily sync (POST /sync refuses one needing re-auth)
+                with pytest.raises(ReauthRequired):
+                    sync_integration(c, iid)
+                notifier.drain()  # the email goes out: the refresh comes hours later
+            c.tokens.refresh(iid, 86400)  # the nightly refresh: the grant itself still works
+        notifier.drain()
+        [mail] = box.to(owner)
+        assert mail["Subject"].startswith("Action needed")
+        [incident] = incidents(c, iid)
+        assert (incident.reason, incident.closed_at) == ("permission_denied", None)
+        assert load(c, iid).needs_reauth
+
+
+def test_an_incident_closed_while_its_email_is_claimed_neither_deadlocks_nor_emails(pg_url, amqp_url, google):
+    with smtp_server() as (box, port):
+        c = bootstrap(settings_for(pg_url, google, amqp_url, port), configure_logs=False)  # no broker
+        try:
+            iid, owner, incident_id = break_grant(c, google)
+            notifier = Notifier(c.sessions, c.engine, c.settings, SmtpMailer(f"smtp://127.0.0.1:{port}"))
+            outcome: list[object] = []
+            # The user reconnects from the app just as the notifier claims the email: the callback holds the
+            # integration's lock while it closes the incident (common.connect).
+            with c.sessions.begin() as s:
+                row = lock_integration(s, iid, 10)
+                claim = threading.Thread(target=lambda: outcome.append(_outcome(notifier, incident_id)))
+                claim.start()
+                wait_for(lambda: lock_waiters(c) > 0, what="the notifier waiting for a lock")
+                close_incident(s, row, utcnow())
+            claim.join(30)
+            assert outcome == ["closed"]
+            assert box.to(owner) == []
+        finally:
+            c.close()
+
+
+def _outcome(notifier: Notifier, incident_id: int) -> object:
+    try:
+        return notifier.incident_opened(incident_id)
+    except Exception as exc:  # the deadlock victim, when there is one
+        return exc
+
+
+def lock_waiters(c: Container) -> int:
+    with c.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        )
