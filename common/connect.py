@@ -52,8 +52,10 @@ def complete_connection(
         if row is None or row.user_id != user_id:
             raise IntegrationNotFound(f"integration {integration_id} does not exist")
         if row.external_account_id and subject and subject != row.external_account_id:
-            # The new grant is of no use to this integration: hand it back to Google at once.
-            oauth.revoke(grant.refresh_token or grant.access_token)
+            # The new grant is of no use to this integration: hand it back to Google at once, unless that
+            # account is connected elsewhere (a revocation would end the app's access for it there too).
+            if not account_connected_elsewhere(session, subject, row.id):
+                oauth.revoke(grant.refresh_token or grant.access_token)
             raise AccountMismatch(
                 f"signed in with a different Google account than the one this connection uses "
                 f"({row.external_account_email or 'its original account'})"
@@ -81,3 +83,25 @@ def complete_connection(
     store_grant(row, grant, cipher, now)
     events = close_incident(session, row, now)
     return Connected(row.id, created, not created and was_broken, events)
+
+
+def account_connected_elsewhere(session: Session, external_account_id: str | None, integration_id: int) -> bool:
+    """Whether an active integration other than `integration_id` uses that Google account.
+
+    Revoking a token at Google revokes the app's authorization for the whole Google account, not just that
+    token's grant: every refresh token of the account stops working. Before revoking, make sure no other
+    integration (this user's or another's) depends on the account.
+    """
+    if not external_account_id:
+        return False
+    other = session.scalar(
+        select(Integration.id)
+        .where(
+            Integration.platform == GOOGLE,
+            Integration.external_account_id == external_account_id,
+            Integration.status == ACTIVE,
+            Integration.id != integration_id,
+        )
+        .limit(1)
+    )
+    return other is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from common.bootstrap import Container
+from common.connect import account_connected_elsewhere
 from common.errors import CipherError
 from common.locking import lock_integration
 from common.logging import get_logger
@@ -38,14 +39,17 @@ def disconnect(c: Container, user_id: int, integration_id: int) -> None:
             incident = s.get(Incident, event.incident_id)
             if incident is not None and incident.reconnected_notified_at is None:
                 incident.reconnected_notified_at = now
-        platform = row.platform
-    revoked = c.oauth.revoke(grant) if grant else False
+        platform, account = row.platform, row.external_account_id
+        shared = account_connected_elsewhere(s, account, integration_id)
+    # A revocation ends the app's access for the whole Google account: not while another integration uses it.
+    revoked = c.oauth.revoke(grant) if grant and not shared else False
     log.info(
         "integration.disconnected",
         integration_id=integration_id,
         platform=platform,
         was_active=was_active,
         revoked_at_provider=revoked,
+        account_connected_elsewhere=shared,
     )
 
 

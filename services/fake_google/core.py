@@ -185,12 +185,13 @@ class FakeGoogleCore:
         }
 
     def revoke(self, token: str | None) -> Reply:
-        """The revoke endpoint: revokes the whole grant of an access or refresh token."""
+        """The revoke endpoint: like Google, it ends the app's authorization for the token's whole account
+        (every grant of that user, as removing the app under "Third-party apps with account access" does)."""
         with self._lock:
             grant = self._tokens.find_grant(token) if token else None
             if grant is None:
                 return 400, {"error": "invalid_token", "error_description": "Token expired or revoked"}
-            self._tokens.revoke(grant)
+            self._tokens.revoke_user(grant.user)
         return 200, {}
 
     def api_user(self, authorization: str | None) -> tuple[str | None, Reply | None]:

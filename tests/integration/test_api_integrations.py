@@ -13,7 +13,7 @@ from common.tasks import NOTIFY_INCIDENT_CLOSED, REFRESH_INTEGRATION, SYNC_INTEG
 from services.api.serialize import INTEGRATION_FIELDS
 from services.scheduler import outbox
 from tests.support.api import Api, drain, messages_for
-from tests.support.flows import load
+from tests.support.flows import load, new_email
 
 pytest_plugins = ["tests.support.api"]
 
@@ -207,3 +207,21 @@ def test_insights_accept_a_range_of_550_days(api: Api) -> None:
     assert resp.status_code == 200
     early = api.client.get(f"/integrations/{iid}/insights", params={"end": "0001-01-05"}, headers=headers)
     assert (early.status_code, early.json()) == (200, [])
+
+
+def test_delete_does_not_revoke_a_google_account_another_integration_uses(api: Api) -> None:
+    """Revoking at Google ends the app's access for the whole Google account: two of our users sharing a
+    Google login each have an integration, and one disconnecting must not break the other's."""
+    shared = new_email("g")
+    _, alice = api.user()
+    _, bob = api.user()
+    mine, theirs = api.connect(alice, shared), api.connect(bob, shared)
+    assert mine != theirs
+    revokes = api.google.fake.calls.get("revoke", 0)
+    assert api.client.delete(f"/integrations/{mine}", headers=alice).status_code == 204
+    assert load(api.c, mine).status == "disconnected"
+    assert api.google.fake.calls.get("revoke", 0) == revokes
+    assert api.c.tokens.ensure_fresh_token(theirs, 10**6)
+    # The last integration on that account is revoked as before.
+    assert api.client.delete(f"/integrations/{theirs}", headers=bob).status_code == 204
+    assert api.google.fake.calls.get("revoke", 0) == revokes + 1

@@ -57,3 +57,18 @@ def test_missing_business_scope_is_refused(pg, google):
     with pytest.raises(ReauthRequired) as err:
         connect(pg)
     assert err.value.reason == "missing_scope"
+
+
+def test_a_stray_grant_of_an_account_connected_elsewhere_is_not_revoked(pg, google):
+    """Revoking a token at Google ends the app's access for that whole Google account: a user who picks
+    another account they also connected, in the reconnect's account chooser, must not break that one."""
+    first, second = new_email("g"), new_email("g")
+    iid = connect(pg, first)
+    user_id = load(pg, iid).user_id
+    other = connect(pg, second, user_id=user_id)
+    revokes = google.fake.stats()["calls"].get("revoke", 0)
+    with pytest.raises(AccountMismatch):
+        _complete(pg, user_id, second, integration_id=iid)
+    assert google.fake.stats()["calls"].get("revoke", 0) == revokes
+    assert pg.tokens.ensure_fresh_token(other, 10**6)  # the other integration still refreshes
+    assert google.fake.refresh_calls_for(second) == 1
