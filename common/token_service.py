@@ -236,7 +236,15 @@ def store_grant(
 
 
 def mark_failed(row: Integration, error: ProviderError, now: dt.datetime) -> None:
-    """Record a failed refresh or sync on the row: error status, message, kind, re-auth flag."""
+    """Record a failed refresh or sync on the row: error status, message, kind, re-auth flag.
+
+    A re-auth state outranks any other failure: the grant is gone until the user reconnects, whatever
+    else fails meanwhile (our OAuth client, say), so only the failure is counted then.
+    """
+    if row.needs_reauth and not isinstance(error, ReauthRequired):
+        row.refresh_failure_count = (row.refresh_failure_count or 0) + 1
+        row.last_refresh_failed_at = now
+        return
     row.last_sync_status = "error"
     row.last_sync_message = error.message
     row.error_kind = error.kind

@@ -484,3 +484,25 @@ def test_a_token_no_key_decrypts_marks_the_row_for_operators_and_the_restored_ke
         None,
     )
     assert google.fake.refresh_calls_for(email) == 1
+
+
+def test_a_broken_oauth_client_does_not_hide_a_pending_reauth(c: Container, google: FakeGoogleServer) -> None:
+    iid, email = expiring(c, google)
+    google.fake.revoke_user(email)
+    with pytest.raises(ReauthRequired):
+        c.tokens.ensure_fresh_token(iid, 300)
+    before = load(c, iid)
+    assert before.needs_reauth and before.error_kind == "reauth_required"
+
+    broken, _ = service(c, oauth=oauth_client(c, client_secret="rotated-away"))
+    with pytest.raises(ProviderConfigError):
+        broken.refresh(iid, 86400)
+    after = load(c, iid)
+    # The grant is still gone whatever our client's state: the user must still reconnect, and sees why.
+    assert (after.needs_reauth, after.error_kind, after.error_reason, after.last_sync_message) == (
+        True,
+        "reauth_required",
+        before.error_reason,
+        MSG_INVALID_GRANT,
+    )
+    assert after.refresh_failure_count == before.refresh_failure_count + 1
