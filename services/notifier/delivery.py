@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ from services.notifier.mailer import MailDeliveryError, Mailer, MailRejected
 
 REAUTH = "reauth_required"
 PROVIDER_CONFIG = "provider_config"
+OPS_ALERT_EVERY = dt.timedelta(hours=1)
 _LOCK_NAMESPACE = 0x4E4F5449  # "NOTI": keeps these advisory keys apart from any other use
+_OPS_LOCK_NAMESPACE = 0x4F505341  # "OPSA": operators' alerts, by kind and reason
 _LOCAL_LOCK = threading.Lock()  # SQLite (standalone): one process, so a process lock is enough
 
 log = get_logger("integrations.notifier")
@@ -131,17 +134,22 @@ class Notifier:
                 mail_from=self.settings.mail_from,
             )
         if incident.kind == PROVIDER_CONFIG:
-            if not self.settings.ops_email:
+            # A broken OAuth client fails every integration at once, an incident each: the operators get
+            # one email per reason an hour, not one per integration (a million, on a large fleet).
+            emailed_lately = self.settings.ops_email and _ops_alert_claimed_since(s, incident, now - OPS_ALERT_EVERY)
+            if not self.settings.ops_email or emailed_lately:
                 log.error(
                     "incident.operator_alert",
                     incident_id=incident.id,
                     integration_id=integration.id,
                     reason=incident.reason,
                     message=incident.message,
-                    hint="set OPS_EMAIL to receive these by email",
+                    hint="an email for this reason went out within the hour"
+                    if emailed_lately
+                    else "set OPS_EMAIL to receive these by email",
                 )
                 incident.notified_at = now
-                return "logged"
+                return "ops_alerted_lately" if emailed_lately else "logged"
             incident.notify_attempts += 1
             return ops_email(
                 self.settings.ops_email,
@@ -182,6 +190,27 @@ class Notifier:
                     raise LockTimeout(f"incident {incident_id} is being notified by another worker") from None
                 raise
             yield
+
+
+def _ops_alert_claimed_since(s: Session, incident: Incident, since: dt.datetime) -> bool:
+    """Whether an operators' email was claimed for another incident of the same kind and reason opened since
+    `since`. Claims of one reason are serialised (a transaction-scoped advisory lock on PostgreSQL; the
+    notifier's process lock on SQLite), so of incidents claimed at the same moment exactly one emails."""
+    if s.get_bind().dialect.name == "postgresql":
+        key = zlib.crc32(f"{incident.kind}:{incident.reason}".encode()) % 2**31
+        s.execute(select(func.pg_advisory_xact_lock(_OPS_LOCK_NAMESPACE, key)))
+    other = s.scalar(
+        select(Incident.id)
+        .where(
+            Incident.kind == incident.kind,
+            Incident.reason == incident.reason,
+            Incident.id != incident.id,
+            Incident.opened_at >= since,
+            Incident.notify_attempts > 0,  # claimed for an email: the "logged" path claims none
+        )
+        .limit(1)
+    )
+    return other is not None
 
 
 def _read_incident(s: Session, incident_id: int) -> Incident | None:

@@ -126,7 +126,9 @@ def ops_email(
             "",
             "Check GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET and the OAuth client in the Google Cloud console.",
             "Users cannot fix this and were not emailed. The integration stays in error until the client works",
-            "and its token is refreshed again.",
+            "and its token is refreshed again. A broken client usually fails every integration: for an hour,",
+            "the others failing the same way are only logged (incident.operator_alert); `integrations health`",
+            "lists them all.",
             "",
             f"Incident {incident_id}.",
         ]

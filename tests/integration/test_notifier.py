@@ -221,6 +221,27 @@ def test_oauth_client_errors_email_operators_once_and_never_the_user(pg_url, amq
             assert incident.notified_at is not None
 
 
+def test_a_broken_oauth_client_is_one_operators_email_not_one_per_integration(pg_url, amqp_url, google):
+    with smtp_server() as (box, port):
+        settings = settings_for(pg_url, google, amqp_url, port, ops_email="ops@example.test")
+        with running_notifier(settings) as notifier, capture_logs() as logs:
+            c = notifier.container
+            ids = [connect(c) for _ in range(3)]
+            google.fake.set_client_status("unauthorized_client")  # every integration fails, an incident each
+            for iid in ids:
+                with pytest.raises(ProviderConfigError):
+                    c.tokens.refresh(iid, 86400)
+            notifier.drain()
+            google.fake.set_client_status(None)
+            opened = [i for iid in ids for i in incidents(c, iid)]
+        assert len(opened) == 3 and all(i.notified_at is not None for i in opened)
+        mails = [m for m in box.to("ops@example.test") if "(unauthorized_client)" in str(m["Subject"])]
+        assert len(mails) == 1
+        emailed = int(str(mails[0]["Subject"]).rsplit(" ", 1)[1])  # "..., integration <id>"
+        logged = {e["integration_id"] for e in logs if e["event"] == "incident.operator_alert"}
+        assert logged == set(ids) - {emailed}, "the others are an error log line each"
+
+
 def test_oauth_client_errors_without_ops_email_are_an_error_log_line(pg_url, amqp_url, google):
     with smtp_server() as (box, port), running_notifier(settings_for(pg_url, google, amqp_url, port)) as notifier:
         c = notifier.container
