@@ -61,7 +61,11 @@ class TokenService:
 
         `rejected_token` is an access token an API just answered 401 to: it is refreshed even if its
         expiry looks fine, unless another worker already replaced it.
+
+        A token another caller refreshed since this call began is used as it is, even when it is valid
+        for less than the margin (a token whose whole life is shorter): a new one would be no fresher.
         """
+        called_at = self.clock()
         try:
             if rejected_token is None:
                 with self.sessions() as s:
@@ -71,7 +75,9 @@ class TokenService:
                     _check_active(row)
                     if self._fresh(row, margin_seconds):
                         return self._access_token(row)
-            return self._refresh_locked(integration_id, margin_seconds, rejected_token, log_skip=False)[0]
+            return self._refresh_locked(
+                integration_id, margin_seconds, rejected_token, log_skip=False, requested_at=called_at
+            )[0]
         except CipherError as exc:
             self.record_cipher_failure(integration_id, exc)
             raise
@@ -111,7 +117,7 @@ class TokenService:
             operator_action_required=True,
         )
         with self.sessions.begin() as s:
-            row = s.get(Integration, integration_id)
+            row = _locked_or_none(s, integration_id, self.lock_timeout_seconds)
             if row is None or row.needs_reauth:
                 return  # a re-auth state outranks it: the user's reconnect stores new tokens anyway
             row.last_sync_status = "error"
@@ -123,7 +129,8 @@ class TokenService:
     def record_transient_failure(self, integration_id: int, error: TransientProviderError) -> None:
         """Retries are exhausted: show the error, but the grant is fine, so no re-auth and no incident."""
         with self.sessions.begin() as s:
-            row = s.get(Integration, integration_id)
+            # Under the lock: a refresh running now may be about to find the grant revoked.
+            row = _locked_or_none(s, integration_id, self.lock_timeout_seconds)
             # A re-auth state outranks a transient failure: only a new grant clears it.
             if row is None or row.needs_reauth:
                 return
@@ -285,6 +292,13 @@ def close_incident(s: Session, row: Integration, now: dt.datetime) -> list[Event
         return []
     open_.closed_at = now
     return [IncidentClosed(row.id, open_.id, open_.kind)]
+
+
+def _locked_or_none(s: Session, integration_id: int, timeout_seconds: float) -> Integration | None:
+    try:
+        return lock_integration(s, integration_id, timeout_seconds)
+    except IntegrationNotFound:
+        return None
 
 
 def _check_active(row: Integration) -> None:

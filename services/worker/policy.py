@@ -69,7 +69,7 @@ def _retry_or_record(integration_id: int, exc: Exception) -> None:
         log.warning("retries.exhausted", integration_id=integration_id, attempts=retries + 1, reason=error.reason)
         try:
             runtime.container().tokens.record_transient_failure(integration_id, error)
-        except OperationalError:
+        except (OperationalError, LockTimeout):
             log.exception("retries.record_failed", integration_id=integration_id)
         raise exc
     delay = backoff_ms(

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from structlog.testing import capture_logs
 
 from common.bootstrap import Container
@@ -35,7 +35,7 @@ from common.google_oauth import (
     Pkce,
 )
 from common.models import DISCONNECTED, Incident, Integration
-from common.token_service import TokenService
+from common.token_service import TokenService, mark_failed
 from services.fake_google import FakeGoogleServer
 from tests.support.flows import REDIRECT, connect, expire_soon, load, new_email
 
@@ -312,6 +312,54 @@ def test_exhausted_retries_show_the_error_without_reauth(c: Container, google: F
     c.tokens.ensure_fresh_token(iid, 300)
     row = load(c, iid)
     assert row.last_sync_status is None and row.error_kind is None
+
+
+def lock_waiters(c: Container) -> int:
+    with c.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize("failure", ["transient", "undecryptable"])
+def test_recording_a_failure_waits_for_a_running_refresh_and_keeps_its_reauth(
+    pg: Container, google: FakeGoogleServer, failure: str
+) -> None:
+    """Recording exhausted retries or an undecryptable token takes the row lock: a refresh that finds the
+    grant revoked meanwhile is not overwritten with a stale read."""
+    iid, _ = expiring(pg, google)
+    outcome: list[BaseException | None] = []
+
+    def record() -> None:
+        try:
+            if failure == "transient":
+                pg.tokens.record_transient_failure(iid, TransientProviderError("http_503", "Google is down (503)"))
+            else:
+                pg.tokens.record_cipher_failure(iid, CipherError("access_token of integration: key 'gone' missing"))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with pg.sessions.begin() as holder:  # a refresh in progress, holding the lock, about to meet invalid_grant
+        row = holder.execute(select(Integration).where(Integration.id == iid).with_for_update()).scalar_one()
+        worker = threading.Thread(target=record)
+        worker.start()
+        poll(lambda: lock_waiters(pg) >= 1)
+        mark_failed(row, ReauthRequired("invalid_grant", MSG_INVALID_GRANT), row.updated_at)
+    worker.join(30)
+    assert outcome == [None]
+    row = load(pg, iid)
+    assert (row.needs_reauth, row.error_kind, row.error_reason, row.last_sync_message) == (
+        True,
+        "reauth_required",
+        "invalid_grant",
+        MSG_INVALID_GRANT,
+    )
 
 
 # --- the happy paths ---------------------------------------------------------------------------------------
