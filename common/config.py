@@ -129,9 +129,14 @@ def _cast(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
         raise ConfigError(f"{name.upper()} must be a number, got {raw!r}") from None
 
 
-def _validate(s: Settings) -> None:
-    if not s.database_url.startswith(("sqlite", "postgresql")):
+def check_database_url(url: str) -> None:
+    """ConfigError unless `url` is one of the databases the project runs on."""
+    if not url.startswith(("sqlite", "postgresql")):
         raise ConfigError("DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL")
+
+
+def _validate(s: Settings) -> None:
+    check_database_url(s.database_url)
     if not s.broker_url.startswith(("amqp://", "amqps://", MEMORY_BROKER)):
         raise ConfigError("BROKER_URL must be amqp://user:pass@host:5672/vhost or memory://")
     if not s.standalone and not s.token_encryption_keys:
@@ -150,6 +155,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"SCHEDULER_TIMEZONE is not a known time zone: {s.scheduler_timezone!r}") from None
     if s.refresh_margin_seconds < 0 or s.nightly_refresh_within_seconds < 0:
         raise ConfigError("REFRESH_MARGIN_SECONDS and NIGHTLY_REFRESH_WITHIN_SECONDS must not be negative")
+    if not 0 <= s.api_port <= 65535:
+        raise ConfigError(f"API_PORT must be a TCP port (0-65535), got {s.api_port}")
     if not s.public_base_url.startswith(("http://", "https://")):
         raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
 

@@ -56,7 +56,12 @@ class CronSchedule:
             zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"SCHEDULER_TIMEZONE is not a known time zone: {timezone!r}") from None
-        return cls(parsed, zone)
+        schedule = cls(parsed, zone)
+        try:
+            schedule.next_fire(dt.datetime.now(UTC))  # "0 0 31 2 *" parses but names no real day
+        except ConfigError:
+            raise ConfigError(f"NIGHTLY_REFRESH_CRON never fires (no such day): {spec!r}") from None
+        return schedule
 
     def __str__(self) -> str:
         return f"{self.spec} ({self.tz.key})"

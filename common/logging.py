@@ -39,8 +39,12 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     return value
 
 
+# Names the pattern above would catch that hold no secret (a scheduler run's job and minute).
+_NOT_SECRET = frozenset({"run_key"})
+
+
 def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+    return isinstance(key, str) and key not in _NOT_SECRET and bool(_SECRET_KEY.search(key))
 
 
 def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:

@@ -7,6 +7,7 @@ unset), mail written to var/mail/. With DATABASE_URL / BROKER_URL set it runs on
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import dramatiq
 import uvicorn
+from sqlalchemy.exc import OperationalError
 
 from common.bootstrap import Container
 from common.broker import make_broker
@@ -32,6 +34,10 @@ from services.worker.bootstrap import init_worker
 
 log = get_logger("integrations.standalone")
 WORKER_THREADS = 4
+
+
+class StartupFailed(Exception):
+    """A part of the system could not start; the message says which and where."""
 
 
 @dataclass
@@ -71,7 +77,14 @@ def start_system(
     configure_logs: bool = True,
 ) -> System:
     """Start every service in this process and return once the API answers."""
-    settings = load_settings(environ)
+    env = os.environ if environ is None else environ
+    settings = load_settings(env)
+    if not env.get("PUBLIC_BASE_URL") and settings.api_port:
+        # One process knows where its API listens: links and the OAuth redirect URI follow API_HOST/API_PORT.
+        wildcard = settings.api_host in ("0.0.0.0", "::", "")  # noqa: S104 - compared, not bound
+        host = "127.0.0.1" if wildcard else settings.api_host
+        host = f"[{host}]" if ":" in host else host
+        settings = dataclasses.replace(settings, public_base_url=f"http://{host}:{settings.api_port}")
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
     fake: FakeGoogleServer | None = None
@@ -111,7 +124,7 @@ def start_system(
     while not server.started:
         if not api_thread.is_alive() or time.monotonic() > deadline:
             system.stop()
-            raise RuntimeError(f"the API did not start on {settings.api_host}:{settings.api_port}")
+            raise StartupFailed(f"the API could not listen on {settings.api_host}:{settings.api_port} (see the log)")
         time.sleep(0.05)
     log.info("standalone.started", api=system.api_url, database=_safe_db(settings.database_url))
     return system
@@ -136,6 +149,13 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StartupFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        first_line = (str(exc.orig).splitlines() or ["?"])[0]
+        print(f"error: the database is unreachable: {first_line}", file=sys.stderr)
+        return 1
     stop = stop_on_signals()
     print(f"integrations is running at {system.api_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     stop.wait()

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import dramatiq
 import pika.exceptions
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from common.bootstrap import Container, bootstrap
-from common.config import MEMORY_BROKER, Settings, load_settings
+from common.config import MEMORY_BROKER, Settings, check_database_url, load_settings
 from common.errors import ConfigError
 from common.logging import configure_logging
 from common.models import ACTIVE, Integration
@@ -122,6 +122,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     # Only the database is needed: migrating must not require the token keys or the broker.
     url = os.environ.get("DATABASE_URL") or Settings().database_url
+    check_database_url(url)
     upgrade(url)
     print("The database schema is up to date.")
     return 0
@@ -161,17 +162,30 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def _positive(value: str) -> int:
-    n = int(value)
+    n = int(value) if value.strip().lstrip("+").isdigit() else 0
     if n < 1 or n > 2**63 - 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return n
 
 
 def _non_negative(value: str) -> int:
-    n = int(value)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return n
+    if not value.strip().lstrip("+").isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number of seconds, 0 or more, got {value}")
+    return int(value)
+
+
+def _key_id(value: str) -> str:
+    """A key id TOKEN_ENCRYPTION_KEYS can hold: letters, digits, '-' and '_'."""
+    if not value or not value.replace("-", "").replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"must be letters, digits, '-' or '_', got {value!r}")
+    return value
+
+
+def _missing_schema(exc: DBAPIError) -> bool:
+    """The database answered, but lacks our tables or columns (never migrated, or migrated to an older version)."""
+    if getattr(exc.orig, "sqlstate", None) in ("42P01", "42703"):  # PostgreSQL undefined_table, undefined_column
+        return True
+    return str(exc.orig).startswith(("no such table", "no such column"))  # SQLite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     add(db, "upgrade", cmd_db_upgrade, "apply the migrations (Alembic) to DATABASE_URL")
     keys = sub.add_parser("keys", help="token encryption keys").add_subparsers(dest="keys_command", required=True)
-    add(keys, "generate", cmd_keys_generate, "print a new keyid:base64key").add_argument("--id", help="key id")
+    add(keys, "generate", cmd_keys_generate, "print a new keyid:base64key").add_argument(
+        "--id", type=_key_id, help="key id (letters, digits, '-', '_')"
+    )
     add(keys, "rotate", cmd_keys_rotate, "re-encrypt every stored token with the first key").add_argument(
         "--batch-size", type=_positive, default=500
     )
@@ -215,7 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     except Failed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except OperationalError as exc:
+    except (OperationalError, ProgrammingError) as exc:
+        if _missing_schema(exc):
+            print(
+                "error: the database schema is missing or out of date: run `integrations db upgrade`", file=sys.stderr
+            )
+            return 1
+        if isinstance(exc, ProgrammingError):
+            raise
         first_line = (str(exc.orig).splitlines() or ["?"])[0]
         print(f"error: the database is unreachable: {first_line}", file=sys.stderr)
         return 1

@@ -42,6 +42,7 @@ def uvicorn_config(fake: FakeGoogle, host: str, port: int) -> uvicorn.Config:
         http=http_impl(),
         lifespan="off",
         log_level="warning",
+        log_config=None,  # uvicorn's default would give the process's shared uvicorn loggers its own handlers
         access_log=False,
         server_header=False,
         date_header=False,

@@ -36,11 +36,15 @@ class SmtpMailer:
 
     def __init__(self, url: str, timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        try:
+            port = parts.port  # a ValueError for a port that is not a number in 0-65535
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname or port == -1:
             raise ConfigError("SMTP_URL must look like smtp://user:pass@host:587?starttls=1 (or smtps://...)")
         self._implicit_tls = parts.scheme == "smtps"
         self._host = parts.hostname
-        self._port = parts.port or (465 if self._implicit_tls else 25)
+        self._port = port or (465 if self._implicit_tls else 25)
         self._user = unquote(parts.username or "")
         self._password = unquote(parts.password or "")
         self._starttls = parse_qs(parts.query).get("starttls", ["0"])[0].lower() in _TRUE

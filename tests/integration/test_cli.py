@@ -18,6 +18,7 @@ from common.config import Secret
 from common.errors import TransientProviderError
 from common.tasks import REFRESH_ALL, REFRESH_QUEUE, SYNC_INTEGRATION, SYNC_QUEUE
 from common.users import authenticate, create_user
+from services.cli.main import build_parser
 from tests.conftest import TEST_KEYS, make_settings
 from tests.support.flows import connect, expire_soon, new_email
 from tests.support.worker import flush
@@ -197,3 +198,40 @@ def test_keys_rotate_reencrypts_under_the_new_key_with_progress(cli, google, sql
             assert rotated.tokens.ensure_fresh_token(iid, 0).startswith("ya29.")
     finally:
         rotated.close()
+
+
+@pytest.mark.parametrize("key_id", ["a:b", "a,b", "a b"])
+def test_keys_generate_refuses_an_id_token_encryption_keys_cannot_hold(cli, key_id):
+    result = cli("keys", "generate", "--id", key_id)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "--id" in result.stderr
+
+
+def test_a_number_argument_that_is_not_a_number_says_so(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["sync", "abc"])
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be a positive integer, got abc" in err and "_positive" not in err
+
+
+def test_commands_on_a_database_without_the_schema_say_to_migrate(cli, pg_url, tmp_path):
+    no_schema = pg_url + ("&" if "?" in pg_url else "?") + "options=-csearch_path%3Dno_such_schema"
+    for url in (no_schema, f"sqlite:///{tmp_path}/empty.db"):
+        for args in (("health",), ("users", "create", "--email", new_email()), ("sync", "1")):
+            result = cli(*args, DATABASE_URL=url)
+
+            assert result.returncode == 1, (url, args, result.stderr)
+            assert "Traceback" not in result.stderr
+            assert "integrations db upgrade" in result.stderr, result.stderr
+            assert "unreachable" not in result.stderr
+
+
+def test_db_upgrade_with_a_malformed_url_names_the_variable(cli):
+    result = cli("db", "upgrade", DATABASE_URL="mysql://root@127.0.0.1/app")
+
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr and "Traceback" not in result.stderr

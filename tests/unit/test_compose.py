@@ -65,3 +65,10 @@ def test_makefile_has_every_target_the_contract_names():
         "bench",
         "up",
     } <= targets
+
+
+def test_the_image_build_context_leaves_out_the_virtualenv_local_state_and_secrets():
+    ignore = ROOT / ".dockerignore"
+    assert ignore.exists(), "without .dockerignore `make up` sends .venv/, var/ (token keys) and .env to the builder"
+    patterns = {line.strip().strip("/") for line in ignore.read_text().splitlines()}
+    assert {".venv", "var", ".env", ".git"} <= patterns

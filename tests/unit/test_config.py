@@ -81,6 +81,8 @@ def test_malformed_number_names_the_variable(var: str, raw: str, tmp_path: Path)
         ({"SCHEDULER_TIMEZONE": "Mars/Olympus"}, "SCHEDULER_TIMEZONE"),
         ({"PUBLIC_BASE_URL": "integrations.example.com"}, "PUBLIC_BASE_URL"),
         ({"REFRESH_MARGIN_SECONDS": "-1"}, "REFRESH_MARGIN_SECONDS"),
+        ({"API_PORT": "99999"}, "API_PORT"),
+        ({"API_PORT": "-1"}, "API_PORT"),
     ],
 )
 def test_malformed_values_name_the_variable(env: dict[str, str], named: str, tmp_path: Path) -> None:

@@ -93,6 +93,12 @@ def test_bad_cron_specs_are_config_errors(spec):
         CronSchedule.parse(spec)
 
 
+@pytest.mark.parametrize("spec", ["0 0 31 2 *", "0 0 30 2 *", "0 2 31 4,6,9,11 *"])
+def test_a_spec_that_never_fires_is_a_config_error(spec):
+    with pytest.raises(ConfigError, match="NIGHTLY_REFRESH_CRON"):
+        CronSchedule.parse(spec)
+
+
 def test_unknown_time_zone_is_a_config_error():
     with pytest.raises(ConfigError, match="SCHEDULER_TIMEZONE"):
         CronSchedule.parse("0 2 * * *", "Mars/Olympus_Mons")

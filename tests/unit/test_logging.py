@@ -171,3 +171,13 @@ def test_a_module_logger_follows_reconfiguration(restore_logging: None) -> None:
         log.info("captured")
     assert [c["event"] for c in captured] == ["captured"]
     assert_clean(second)
+
+
+def test_the_scheduler_run_key_is_not_a_secret(out: io.StringIO) -> None:
+    get_logger("integrations.scheduler").info(
+        "scheduler.fired", run_key="refresh_all@2026-11-27T02:00Z", api_key="sk-api-key", signing_key="hunter2"
+    )
+
+    (line,) = lines(out)
+    assert line["run_key"] == "refresh_all@2026-11-27T02:00Z"
+    assert line["api_key"] == REDACTED and line["signing_key"] == REDACTED

@@ -1,0 +1,25 @@
+"""SMTP_URL as the notifier reads it."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import ConfigError
+from services.notifier.mailer import SmtpMailer
+
+
+def test_starttls_and_credentials_are_read_from_the_url():
+    mailer = SmtpMailer("smtp://mail%40example.com:p%40ss@mail.example.com:587?starttls=1")
+
+    assert repr(mailer) == "SmtpMailer(mail.example.com:587, starttls=True)"
+    assert "p@ss" not in repr(mailer)
+
+
+@pytest.mark.parametrize(
+    "url", ["smtp://user:hunter2@mail.example.com:abc", "smtp://user:hunter2@mail.example.com:99999"]
+)
+def test_a_bad_port_is_a_config_error_naming_smtp_url_without_the_password(url):
+    with pytest.raises(ConfigError, match="SMTP_URL") as raised:
+        SmtpMailer(url)
+
+    assert "hunter2" not in str(raised.value)
