@@ -6,9 +6,11 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -182,18 +184,21 @@ def _unverified_claims(id_token: object) -> dict[str, Any]:
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
+    """Retry-After in seconds (a number or an HTTP date), or None when absent or unusable (inf, nan)."""
     value = resp.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         try:
-            from email.utils import parsedate_to_datetime
-
-            return max(0.0, (parsedate_to_datetime(value) - dt.datetime.now(dt.UTC)).total_seconds())
+            when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # "-0000": UTC, with no claim about the sender's zone
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _token_error(resp: httpx.Response, body: dict[str, Any] | None) -> Exception:

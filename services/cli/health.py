@@ -54,7 +54,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value).replace("\n", " ")
+    # Names come from Google and users: no line breaks or terminal control sequences in an operator's terminal.
+    return "".join(ch if ch.isprintable() else " " for ch in str(value))
 
 
 def _iso(value: dt.datetime | None) -> str | None:

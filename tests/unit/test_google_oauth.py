@@ -319,3 +319,25 @@ def test_malformed_answers_are_bad_response(
     google.fake.fail_next("token", status, body=body)
     err = refresh_error(oauth, "1//0anything")
     assert (type(err), err.reason) == (TransientProviderError, "bad_response")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("17", 17.0), ("-5", 0.0), ("inf", None), ("nan", None), ("1e400", None), ("soon", None)],
+)
+def test_retry_after_in_seconds_is_a_finite_delay_or_nothing(header: str, expected: float | None) -> None:
+    from common.google_oauth import _retry_after
+
+    assert _retry_after(httpx.Response(429, headers={"Retry-After": header})) == expected
+
+
+def test_retry_after_as_an_http_date_counts_from_now_whatever_its_zone_spelling() -> None:
+    import datetime as dt
+    from email.utils import format_datetime
+
+    from common.google_oauth import _retry_after
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
+    for header in (format_datetime(later, usegmt=True), format_datetime(later.replace(tzinfo=None))):  # GMT, -0000
+        delay = _retry_after(httpx.Response(503, headers={"Retry-After": header}))
+        assert delay is not None and 100 < delay <= 120, header
