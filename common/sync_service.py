@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import or_
+from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -111,11 +111,13 @@ def _sync(c: Container, integration_id: int, start: dt.date, end: dt.date) -> Sy
         locations += call(partial(_locations, c, account))
     with c.sessions.begin() as s:
         _upsert_locations(s, integration_id, locations)
+        _check_still_active(s, integration_id)
     values = 0
     for loc in locations:
         daily = call(partial(_daily, c, loc.name, start, end))
         with c.sessions.begin() as s:
             _upsert_insights(s, integration_id, daily)
+            _check_still_active(s, integration_id)
         values += len(daily)
     _record_success(c, integration_id)
     return SyncResult(len(locations), values)
@@ -167,7 +169,7 @@ class _Caller:
 def _record_failure(c: Container, integration_id: int, error: ProviderError) -> None:
     """Mark the row like a failed refresh and open its incident; publish only after the commit."""
     with c.sessions.begin() as s:
-        row = lock_integration(s, integration_id, c.settings.lock_timeout_seconds)
+        row = _lock_active(c, s, integration_id)
         now = c.tokens.clock()
         mark_failed(row, error, now)
         events = open_incident(s, row, error, now)
@@ -177,7 +179,7 @@ def _record_failure(c: Container, integration_id: int, error: ProviderError) -> 
 
 def _record_success(c: Container, integration_id: int) -> None:
     with c.sessions.begin() as s:
-        row = lock_integration(s, integration_id, c.settings.lock_timeout_seconds)
+        row = _lock_active(c, s, integration_id)
         row.last_synced_at = c.tokens.clock()
         # A re-auth or client-config state came from a failed refresh and still stands (the access token
         # can outlive a revoked refresh token by up to an hour); only a successful refresh clears it.
@@ -187,6 +189,30 @@ def _record_success(c: Container, integration_id: int) -> None:
             row.last_sync_message = None
             row.error_kind = None
             row.error_reason = None
+
+
+def _lock_active(c: Container, s: Session, integration_id: int) -> Integration:
+    """The integration's row, locked; IntegrationInactive when it was disconnected since the sync began."""
+    row = lock_integration(s, integration_id, c.settings.lock_timeout_seconds)
+    if row.status != ACTIVE:
+        raise IntegrationInactive(f"integration {integration_id} is {row.status}")
+    return row
+
+
+def _check_still_active(s: Session, integration_id: int) -> None:
+    """Raise IntegrationInactive, rolling back `s`'s writes, when the integration was disconnected meanwhile.
+
+    FOR KEY SHARE waits for a disconnect holding the row and then reads what it committed, and a later
+    disconnect waits for this transaction: no data is stored after the disconnect. It is the lock the
+    inserts' foreign key checks take anyway.
+    """
+    status = s.scalar(
+        select(Integration.status).where(Integration.id == integration_id).with_for_update(read=True, key_share=True)
+    )
+    if status is None:
+        raise IntegrationNotFound(f"integration {integration_id} does not exist")
+    if status != ACTIVE:
+        raise IntegrationInactive(f"integration {integration_id} is {status}")
 
 
 def _insert(s: Session, entity: type[Location] | type[Insight]) -> Any:

@@ -118,8 +118,8 @@ class TokenService:
         )
         with self.sessions.begin() as s:
             row = _locked_or_none(s, integration_id, self.lock_timeout_seconds)
-            if row is None or row.needs_reauth:
-                return  # a re-auth state outranks it: the user's reconnect stores new tokens anyway
+            if row is None or row.status != ACTIVE or row.needs_reauth:
+                return  # disconnected meanwhile; or a re-auth state, which outranks it: a reconnect stores new tokens
             row.last_sync_status = "error"
             row.last_sync_message = MSG_UNDECRYPTABLE
             row.error_kind = ProviderConfigError.kind
@@ -131,8 +131,9 @@ class TokenService:
         with self.sessions.begin() as s:
             # Under the lock: a refresh running now may be about to find the grant revoked.
             row = _locked_or_none(s, integration_id, self.lock_timeout_seconds)
-            # A re-auth state outranks a transient failure: only a new grant clears it.
-            if row is None or row.needs_reauth:
+            # A re-auth state outranks a transient failure: only a new grant clears it. A disconnected
+            # integration (the user disconnected while the retries ran) shows no sync result.
+            if row is None or row.status != ACTIVE or row.needs_reauth:
                 return
             mark_failed(row, error, self.clock())
 

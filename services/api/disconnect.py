@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import update
+
 from common.bootstrap import Container
 from common.connect import account_connected_elsewhere
 from common.errors import CipherError
@@ -33,12 +35,20 @@ def disconnect(c: Container, user_id: int, integration_id: int) -> None:
         row.status = DISCONNECTED
         row.needs_reauth = False
         now = utcnow()
-        for event in close_incident(s, row, now):
-            # No IncidentClosed event, and the closure marked as settled so no outbox sweep sends one
-            # either: "it works again" would be false for an integration the user just disconnected.
-            incident = s.get(Incident, event.incident_id)
-            if incident is not None and incident.reconnected_notified_at is None:
-                incident.reconnected_notified_at = now
+        close_incident(s, row, now)
+        # No IncidentClosed event, and every closure whose "it works again" is still owed (this one, or a
+        # reconnect's not emailed yet) marked as settled, so neither a late event nor the outbox sweep
+        # sends one: it would be false for an integration the user just disconnected.
+        s.flush()
+        s.execute(
+            update(Incident)
+            .where(
+                Incident.integration_id == integration_id,
+                Incident.closed_at.is_not(None),
+                Incident.reconnected_notified_at.is_(None),
+            )
+            .values(reconnected_notified_at=now)
+        )
         platform, account = row.platform, row.external_account_id
         shared = account_connected_elsewhere(s, account, integration_id)
     # A revocation ends the app's access for the whole Google account: not while another integration uses it.

@@ -19,9 +19,10 @@ from common.errors import ProviderConfigError, ReauthRequired, TransientProvider
 from common.locking import lock_integration
 from common.models import Incident, Integration, User, utcnow
 from common.sync_service import sync_integration
-from common.tasks import NOTIFY_INCIDENT_OPENED, REFRESH_INTEGRATION, send
+from common.tasks import NOTIFY_INCIDENT_CLOSED, NOTIFY_INCIDENT_OPENED, REFRESH_INTEGRATION, send
 from common.token_service import close_incident
 from services.api.app import create_app
+from services.api.disconnect import disconnect
 from services.notifier.delivery import Notifier
 from services.notifier.mailer import FileMailer, SmtpMailer
 from services.scheduler import outbox
@@ -363,6 +364,24 @@ def test_an_incident_closed_while_its_email_is_claimed_neither_deadlocks_nor_ema
             assert box.to(owner) == []
         finally:
             c.close()
+
+
+def test_a_reconnected_email_still_owed_when_the_user_disconnects_is_never_sent(pg_url, amqp_url, google):
+    """Reconnected, then disconnected before the confirmation went out (the mail server was down, say):
+    "it works again" would be false, so neither the late event nor the outbox sweep sends it."""
+    with smtp_server() as (box, port), running_notifier(settings_for(pg_url, google, amqp_url, port)) as notifier:
+        c = notifier.container
+        iid, owner, incident_id = break_grant(c, google)
+        wait_for(lambda: box.to(owner), what="the re-auth email")
+        row = load(c, iid)
+        assert connect(c, row.external_account_email, user_id=row.user_id) == iid  # reconnected; event not sent yet
+        assert incidents(c, iid)[-1].closed_at is not None
+        disconnect(c, row.user_id, iid)
+        send(notifier.broker, NOTIFY_INCIDENT_CLOSED, incident_id)  # the event arrives after all
+        swept = outbox.sweep(c.sessions, notifier.broker, utcnow() + dt.timedelta(minutes=2), 120)
+        assert (NOTIFY_INCIDENT_CLOSED, incident_id) not in swept
+        notifier.drain()
+        assert len(box.to(owner)) == 1
 
 
 def _outcome(notifier: Notifier, incident_id: int) -> object:

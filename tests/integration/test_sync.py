@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from common.errors import ReauthRequired, TransientProviderError
+from common.errors import IntegrationInactive, ReauthRequired, TransientProviderError
 from common.gbp_client import DAILY_METRICS
 from common.google_oauth import MSG_PERMISSION_DENIED
-from common.models import Incident, Location
-from common.sync_service import BACKFILL_DAYS, WINDOW_DAYS, sync_integration, sync_window
+from common.locking import lock_integration
+from common.models import DISCONNECTED, Incident, Location
+from common.sync_service import sync_integration, sync_window
+from services.api.disconnect import disconnect
 from tests.support.flows import connect, expire_soon, load, new_email
 from tests.support.insights import stored_insights, window_values
+from tests.support.polling import wait_for
 
 TODAY = dt.date(2024, 3, 15)
 
@@ -25,11 +29,11 @@ def test_first_sync_stores_exactly_the_fakes_values_for_a_90_day_backfill(pg, go
     result = sync_integration(pg, iid, today=TODAY)
 
     start, end = sync_window(TODAY, first_sync=True)
-    assert (start, end) == (TODAY - dt.timedelta(days=BACKFILL_DAYS), TODAY - dt.timedelta(days=1))
+    assert (start, end) == (dt.date(2023, 12, 16), dt.date(2024, 3, 14))  # 90 days
     want = window_values(google.fake, email, start, end)
     assert stored_insights(pg.sessions, iid) == want
     assert 0 in want.values()  # Google leaves zero values out; they are stored as 0
-    assert (result.locations, result.values) == (2, len(want))
+    assert (result.locations, result.values) == (2, len(want)) == (2, 2 * len(DAILY_METRICS) * 90)
     row = load(pg, iid)
     assert row.last_sync_status == "success" and row.last_synced_at is not None and row.last_sync_message is None
     with pg.sessions() as s:
@@ -47,11 +51,11 @@ def test_resync_reads_30_days_and_creates_no_duplicates(pg, google):
     sync_integration(pg, iid, today=later)
 
     start, end = sync_window(later, first_sync=False)
-    assert end - start == dt.timedelta(days=WINDOW_DAYS - 1)
+    assert (start, end) == (dt.date(2024, 2, 17), dt.date(2024, 3, 17))  # 30 days
     first = window_values(google.fake, email, *sync_window(TODAY, first_sync=True))
     want = first | window_values(google.fake, email, start, end)
     assert stored_insights(pg.sessions, iid) == want
-    assert result.values == 2 * len(DAILY_METRICS) * WINDOW_DAYS
+    assert result.values == 2 * len(DAILY_METRICS) * 30
     with pg.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Location).where(Location.integration_id == iid)) == 2
 
@@ -131,3 +135,90 @@ def test_sync_works_on_sqlite(lite, google):
 
     want = window_values(google.fake, email, *sync_window(TODAY, first_sync=True))
     assert stored_insights(lite.sessions, iid) == want
+
+
+# --- a disconnect (DELETE /integrations/{id}) while a sync runs ---------------------------------------------
+
+
+def lock_waiters(c) -> int:
+    with c.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        )
+
+
+def run_in_thread(fn) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(fn())
+        except Exception as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    return worker, outcome
+
+
+@pytest.mark.parametrize("table", ["locations", "insights"])
+def test_a_sync_stores_nothing_once_the_user_has_disconnected(pg, google, table):
+    """The user disconnects while a sync holds data it fetched but has not stored: nothing is written after
+    the disconnect's commit, neither data nor a sync result. Another user's integration shares the Google
+    account, so the disconnect revokes nothing and the sync's token keeps working (the worst case)."""
+    shared = new_email("g")
+    iid = connect(pg, google_email=shared)
+    connect(pg, google_email=shared)
+    with pg.sessions.begin() as holder:
+        holder.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))  # the sync stops at its first write to it
+        worker, outcome = run_in_thread(lambda: sync_integration(pg, iid, today=TODAY))
+        wait_for(lambda: lock_waiters(pg) >= 1, what=f"the sync waiting to write {table}")
+        disconnect(pg, load(pg, iid).user_id, iid)
+    worker.join(30)
+    assert [type(o) for o in outcome] == [IntegrationInactive]
+    assert stored_insights(pg.sessions, iid) == {}
+    with pg.sessions() as s:
+        stored = s.scalar(select(func.count()).select_from(Location).where(Location.integration_id == iid))
+    assert stored == (0 if table == "locations" else 2)  # fetched and stored before the disconnect: kept
+    row = load(pg, iid)
+    assert (row.status, row.last_sync_status, row.last_synced_at) == ("disconnected", None, None)
+
+
+def test_a_sync_whose_data_was_stored_before_a_disconnect_records_no_result_after_it(pg, google):
+    """The disconnect commits between a sync's last insights and its result: the row shows no sync."""
+    iid = connect(pg)
+    with pg.sessions.begin() as s:  # a writer holding the row the way an UPDATE does: reads pass, FOR UPDATE waits
+        s.execute(text("SELECT id FROM integrations WHERE id = :id FOR NO KEY UPDATE"), {"id": iid})
+        worker, outcome = run_in_thread(lambda: sync_integration(pg, iid, today=TODAY))
+        wait_for(lambda: lock_waiters(pg) >= 1, what="the sync waiting to record its result")
+        s.execute(
+            text("UPDATE integrations SET status = 'disconnected', access_token_enc = NULL WHERE id = :id"), {"id": iid}
+        )
+    worker.join(30)
+    assert [type(o) for o in outcome] == [IntegrationInactive]
+    row = load(pg, iid)
+    assert (row.status, row.last_sync_status, row.last_synced_at) == ("disconnected", None, None)
+
+
+def test_a_403_found_before_a_disconnect_opens_no_incident_after_it(pg, google):
+    """A sync meets a 403 and goes to record it while the API's DELETE holds the row: the disconnected
+    integration gets no re-auth state and no incident (whose email would ask to reconnect it)."""
+    iid = connect(pg)
+    google.fake.fail_next("accounts", 403)
+    with pg.sessions.begin() as s:  # the DELETE (services/api/disconnect.py), holding the row's lock
+        row = lock_integration(s, iid, 10)
+        worker, outcome = run_in_thread(lambda: sync_integration(pg, iid, today=TODAY))
+        wait_for(lambda: lock_waiters(pg) >= 1, what="the sync waiting to record its 403")
+        row.access_token_enc = row.refresh_token_enc = row.token_expires_at = None
+        row.status = DISCONNECTED
+    worker.join(30)
+    assert [type(o) for o in outcome] == [IntegrationInactive]
+    row = load(pg, iid)
+    assert (row.status, row.needs_reauth, row.last_sync_status, row.error_kind) == ("disconnected", False, None, None)
+    with pg.sessions() as s:
+        assert s.scalars(select(Incident).where(Incident.integration_id == iid)).all() == []

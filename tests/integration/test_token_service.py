@@ -36,6 +36,7 @@ from common.google_oauth import (
 )
 from common.models import DISCONNECTED, Incident, Integration
 from common.token_service import TokenService, mark_failed
+from services.api.disconnect import disconnect
 from services.fake_google import FakeGoogleServer
 from tests.support.flows import REDIRECT, connect, expire_soon, load, new_email
 
@@ -360,6 +361,22 @@ def test_recording_a_failure_waits_for_a_running_refresh_and_keeps_its_reauth(
         "invalid_grant",
         MSG_INVALID_GRANT,
     )
+
+
+@pytest.mark.parametrize("failure", ["transient", "undecryptable"])
+def test_a_failure_recorded_after_a_disconnect_leaves_the_row_alone(
+    c: Container, google: FakeGoogleServer, failure: str
+) -> None:
+    """A worker's last retry failed, then the user disconnected before the worker recorded it: the
+    disconnected integration shows no error (DELETE /integrations/{id} ran between the two)."""
+    iid, _ = expiring(c, google)
+    disconnect(c, load(c, iid).user_id, iid)
+    before = snapshot(c, iid)
+    if failure == "transient":
+        c.tokens.record_transient_failure(iid, TransientProviderError("http_503", "Google is down (503)"))
+    else:
+        c.tokens.record_cipher_failure(iid, CipherError("access_token of integration: key 'gone' missing"))
+    assert snapshot(c, iid) == before
 
 
 # --- the happy paths ---------------------------------------------------------------------------------------
