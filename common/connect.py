@@ -40,7 +40,8 @@ def complete_connection(
 
     Raises ReauthRequired('missing_scope') when the user unticked the Business Profile permission.
     A reconnect (`integration_id`) updates that integration; connecting a Google account the user
-    has connected before updates that one instead of adding a duplicate.
+    has connected before updates that one instead of adding a duplicate; without an id_token (no
+    account identity) a connection always adds a new integration.
     """
     grant = oauth.exchange_code(code=code, code_verifier=code_verifier, redirect_uri=redirect_uri)
     claims = grant.id_token_claims
@@ -60,6 +61,10 @@ def complete_connection(
                 f"signed in with a different Google account than the one this connection uses "
                 f"({row.external_account_email or 'its original account'})"
             )
+    elif subject is None:
+        # No id_token, so no way to know the account: a match on NULL would hand this grant to
+        # whichever account was connected that way before.
+        row = None
     else:
         row = session.execute(
             select(Integration)

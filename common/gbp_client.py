@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +57,19 @@ class GbpClient:
     def accounts(self, token: str) -> Iterator[str]:
         url = f"{self._urls.account_management.rstrip('/')}/accounts"
         for page in self._pages(token, url, {"pageSize": 20}):
-            for acc in page.get("accounts", []):
-                yield str(acc["name"])
+            with _unexpected_shape("accounts"):
+                names = [str(acc["name"]) for acc in page.get("accounts", [])]
+            yield from names
 
     def locations(self, token: str, account: str) -> Iterator[GbpLocation]:
         url = f"{self._urls.business_information.rstrip('/')}/{account}/locations"
         for page in self._pages(token, url, {"pageSize": 100, "readMask": "name,title"}):
-            for loc in page.get("locations", []):
-                yield GbpLocation(account, str(loc["name"]), str(loc.get("title", "")))
+            with _unexpected_shape("locations"):
+                found = [
+                    GbpLocation(account, str(loc["name"]), str(loc.get("title", "")))
+                    for loc in page.get("locations", [])
+                ]
+            yield from found
 
     def daily_metrics(
         self, token: str, location: str, start: dt.date, end: dt.date, metrics: tuple[str, ...] = DAILY_METRICS
@@ -74,7 +80,7 @@ class GbpClient:
             params += [(f"{prefix}.year", day.year), (f"{prefix}.month", day.month), (f"{prefix}.day", day.day)]
         body = self._get(token, url, params)
         out: list[DailyValue] = []
-        try:
+        with _unexpected_shape("metrics"):
             for multi in body.get("multiDailyMetricTimeSeries", []):
                 for series in multi.get("dailyMetricTimeSeries", []):
                     metric = str(series["dailyMetric"])
@@ -82,10 +88,6 @@ class GbpClient:
                         d = dv["date"]
                         day = dt.date(int(d["year"]), int(d["month"]), int(d["day"]))
                         out.append(DailyValue(location, metric, day, int(dv.get("value", 0))))
-        except (KeyError, TypeError, ValueError):
-            raise TransientProviderError(
-                "bad_response", "Business Profile answered an unexpected metrics shape"
-            ) from None
         return out
 
     def _pages(self, token: str, url: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -111,6 +113,15 @@ class GbpClient:
                 raise TransientProviderError("bad_response", "Business Profile answered 200 without JSON")
             return body
         raise _api_error(resp, body)
+
+
+@contextmanager
+def _unexpected_shape(what: str) -> Iterator[None]:
+    """A 200 answer whose JSON is not the documented shape: bad_response, never a bare KeyError."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise TransientProviderError("bad_response", f"Business Profile answered an unexpected {what} shape") from None
 
 
 def _api_error(resp: httpx.Response, body: dict[str, Any] | None) -> Exception:

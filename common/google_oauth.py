@@ -20,6 +20,7 @@ from common.errors import ProviderConfigError, ReauthRequired, TransientProvider
 
 BUSINESS_SCOPE = "https://www.googleapis.com/auth/business.manage"
 SCOPES = ("openid", "email", BUSINESS_SCOPE)
+MAX_EXPIRES_IN = 366 * 24 * 3600
 
 MSG_INVALID_GRANT = "Token refresh failed: 400 Invalid Grant: the user must re-authenticate"
 MSG_INVALID_RAPT = (
@@ -153,12 +154,17 @@ def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
 def _grant_from(body: dict[str, Any], sent_at: float) -> TokenGrant:
     access = body.get("access_token")
     expires_in = body.get("expires_in")
-    if not isinstance(access, str) or not access or not isinstance(expires_in, int | float | str):
+    if not isinstance(access, str) or not access:
         raise TransientProviderError("bad_response", "Google's token endpoint answered without an access token")
+    no_expiry = TransientProviderError("bad_response", "Google's token endpoint answered without a usable expires_in")
+    if not isinstance(expires_in, int | float | str):
+        raise no_expiry
     try:
         seconds = int(expires_in)
-    except (TypeError, ValueError):
-        raise TransientProviderError("bad_response", "Google's token endpoint answered without expires_in") from None
+    except (ValueError, OverflowError):  # "soon", NaN, Infinity
+        raise no_expiry from None
+    if not 0 <= seconds <= MAX_EXPIRES_IN:  # Google's are about an hour; nothing sane is negative or decades
+        raise no_expiry
     refresh = body.get("refresh_token")
     scope = body.get("scope")
     return TokenGrant(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
 from common.connect import complete_connection
 from common.errors import AccountMismatch, ReauthRequired
+from common.google_oauth import BUSINESS_SCOPE
 from tests.support.flows import REDIRECT, authorize, connect, load, new_email
 
 
@@ -72,3 +74,30 @@ def test_a_stray_grant_of_an_account_connected_elsewhere_is_not_revoked(pg, goog
     assert google.fake.stats()["calls"].get("revoke", 0) == revokes
     assert pg.tokens.ensure_fresh_token(other, 10**6)  # the other integration still refreshes
     assert google.fake.refresh_calls_for(second) == 1
+
+
+def test_connects_without_an_id_token_never_merge_two_google_accounts(pg, google):
+    """ARCHITECTURE.md's token answer has no id_token: without one the account is unknown, and a second
+    connection (of another account, for all we know) must not overwrite the first one's tokens."""
+    user_id = load(pg, connect(pg)).user_id
+    ids, before = [], None
+    for n in (1, 2):
+        google.fake.fail_next(
+            "token",
+            200,
+            body=json.dumps(
+                {
+                    "access_token": f"ya29.no-id-{n}",
+                    "refresh_token": f"1//no-id-{n}",
+                    "expires_in": 3599,
+                    "token_type": "Bearer",
+                    "scope": f"openid email {BUSINESS_SCOPE}",
+                }
+            ),
+        )
+        done = _complete(pg, user_id, new_email("g"))
+        assert done.created
+        ids.append(done.integration_id)
+        before = before or load(pg, ids[0]).refresh_token_enc
+    assert len(set(ids)) == 2
+    assert load(pg, ids[0]).refresh_token_enc == before
