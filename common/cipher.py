@@ -17,6 +17,11 @@ PREFIX = "v1"
 _NONCE_BYTES = 12
 
 
+def valid_key_id(kid: str) -> bool:
+    """A key id TOKEN_ENCRYPTION_KEYS can hold: letters, digits, '-' and '_'."""
+    return bool(kid) and kid.replace("-", "").replace("_", "").isalnum()
+
+
 def generate_key_spec(key_id: str | None = None) -> str:
     """A new `keyid:base64key` entry for TOKEN_ENCRYPTION_KEYS."""
     kid = key_id or "k" + secrets.token_hex(4)
@@ -28,7 +33,7 @@ def parse_keys(spec: str) -> list[tuple[str, bytes]]:
     keys: list[tuple[str, bytes]] = []
     for n, part in enumerate(p.strip() for p in spec.split(",") if p.strip()):
         kid, sep, b64 = part.partition(":")
-        if not sep or not kid or ":" in b64 or not kid.replace("-", "").replace("_", "").isalnum():
+        if not sep or ":" in b64 or not valid_key_id(kid):
             raise ConfigError(f"TOKEN_ENCRYPTION_KEYS entry {n + 1} must look like keyid:base64key")
         try:
             # validate=True: a stray character (a typo, a quote) is reported instead of silently skipped.

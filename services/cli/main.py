@@ -15,6 +15,7 @@ import pika.exceptions
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from common.bootstrap import Container, bootstrap
+from common.cipher import valid_key_id
 from common.config import MEMORY_BROKER, Settings, check_database_url, load_settings
 from common.errors import ConfigError
 from common.logging import configure_logging
@@ -176,7 +177,7 @@ def _non_negative(value: str) -> int:
 
 def _key_id(value: str) -> str:
     """A key id TOKEN_ENCRYPTION_KEYS can hold: letters, digits, '-' and '_'."""
-    if not value or not value.replace("-", "").replace("_", "").isalnum():
+    if not valid_key_id(value):
         raise argparse.ArgumentTypeError(f"must be letters, digits, '-' or '_', got {value!r}")
     return value
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from services.fake_google import FakeGoogleServer
 from tests.conftest import TEST_KEYS, make_settings
 from tests.support.api import bearer, connect_over, drain, own_vhost
 from tests.support.flows import new_email
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "e2e-admin-key"
@@ -39,15 +39,9 @@ class RunningApi:
         return [line for line in self.log_path.read_text().splitlines() if line.strip()]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def running_api(pg_url: str, google: FakeGoogleServer, tmp_path: Path) -> Iterator[RunningApi]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with own_vhost() as amqp_url:
         env = {

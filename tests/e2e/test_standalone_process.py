@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.net import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,12 +27,6 @@ def _env(tmp_path: Path, **env: str) -> dict[str, str]:
         "LOG_FORMAT": "json",
         **env,
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +71,7 @@ def test_an_unreachable_database_stops_start_up_with_a_message(tmp_path):
 
 
 def test_it_serves_on_api_port_and_stops_on_sigterm(tmp_path):
-    port = _free_port()
+    port = free_port()
     err = tmp_path / "stderr.txt"
     with err.open("w") as sink:
         process = subprocess.Popen(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -29,17 +28,12 @@ from common.tasks import QUEUES
 from services.fake_google import FakeGoogleServer
 from tests.conftest import TEST_KEYS, make_settings
 from tests.faults.evidence import REGISTRY, SecretIndex, database_text
+from tests.support.net import free_port
 from tests.support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "faults-admin-key-" + os.urandom(8).hex()
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,6 @@ now reproduces that at any hour.
 from __future__ import annotations
 
 import datetime as dt
-import socket
 
 import pytest
 
@@ -17,18 +16,13 @@ from common.scheduling import claim_run
 from common.tasks import REFRESH_ALL
 from services.demo import Demo, demo_environment
 from services.standalone import start_system
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.net import free_port
 
 
 @pytest.mark.timeout(180)
 def test_demo_nightly_step_runs_although_the_scheduler_owns_this_minute(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    env = demo_environment({"PATH": "/usr/bin:/bin"}, tmp_path / "demo", _free_port())
+    env = demo_environment({"PATH": "/usr/bin:/bin"}, tmp_path / "demo", free_port())
     (tmp_path / "demo").mkdir()
     system = start_system(env, configure_logs=False)
     try:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
@@ -27,6 +26,7 @@ from services.notifier.delivery import Notifier
 from services.notifier.mailer import FileMailer, SmtpMailer
 from services.scheduler import outbox
 from tests.conftest import make_settings
+from tests.support.concurrency import lock_waiters, run_in_thread
 from tests.support.flows import connect, load, new_email
 from tests.support.notify import (
     free_port,
@@ -350,13 +350,11 @@ def test_an_incident_closed_while_its_email_is_claimed_neither_deadlocks_nor_ema
         try:
             iid, owner, incident_id = break_grant(c, google)
             notifier = Notifier(c.sessions, c.engine, c.settings, SmtpMailer(f"smtp://127.0.0.1:{port}"))
-            outcome: list[object] = []
             # The user reconnects from the app just as the notifier claims the email: the callback holds the
             # integration's lock while it closes the incident (common.connect).
             with c.sessions.begin() as s:
                 row = lock_integration(s, iid, 10)
-                claim = threading.Thread(target=lambda: outcome.append(_outcome(notifier, incident_id)))
-                claim.start()
+                claim, outcome = run_in_thread(lambda: notifier.incident_opened(incident_id))
                 wait_for(lambda: lock_waiters(c) > 0, what="the notifier waiting for a lock")
                 close_incident(s, row, utcnow())
             claim.join(30)
@@ -382,22 +380,3 @@ def test_a_reconnected_email_still_owed_when_the_user_disconnects_is_never_sent(
         assert (NOTIFY_INCIDENT_CLOSED, incident_id) not in swept
         notifier.drain()
         assert len(box.to(owner)) == 1
-
-
-def _outcome(notifier: Notifier, incident_id: int) -> object:
-    try:
-        return notifier.incident_opened(incident_id)
-    except Exception as exc:  # the deadlock victim, when there is one
-        return exc
-
-
-def lock_waiters(c: Container) -> int:
-    with c.engine.connect() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
 from sqlalchemy import func, select, text
@@ -15,6 +14,7 @@ from common.locking import lock_integration
 from common.models import DISCONNECTED, Incident, Location
 from common.sync_service import sync_integration, sync_window
 from services.api.disconnect import disconnect
+from tests.support.concurrency import lock_waiters, run_in_thread
 from tests.support.flows import connect, expire_soon, load, new_email
 from tests.support.insights import stored_insights, window_values
 from tests.support.polling import wait_for
@@ -138,32 +138,6 @@ def test_sync_works_on_sqlite(lite, google):
 
 
 # --- a disconnect (DELETE /integrations/{id}) while a sync runs ---------------------------------------------
-
-
-def lock_waiters(c) -> int:
-    with c.engine.connect() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        )
-
-
-def run_in_thread(fn) -> tuple[threading.Thread, list[object]]:
-    outcome: list[object] = []
-
-    def target() -> None:
-        try:
-            outcome.append(fn())
-        except Exception as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=target)
-    worker.start()
-    return worker, outcome
 
 
 @pytest.mark.parametrize("table", ["locations", "insights"])

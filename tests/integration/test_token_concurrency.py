@@ -26,19 +26,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def race_threads(c: Container, google: FakeGoogleServer) -> None:
+def race_threads(c: Container, google: FakeGoogleServer, threads: int = THREADS) -> None:
     email = new_email("race")
     iid = connect(c, google_email=email)
     expire_soon(c, iid, 30)
     google.fake.set_latency("token", 50)  # the winner holds the lock long enough for everyone to pile up
-    barrier = threading.Barrier(THREADS)
+    barrier = threading.Barrier(threads)
 
     def call(_: int) -> str:
         barrier.wait(timeout=30)
         return c.tokens.ensure_fresh_token(iid, 300)
 
-    with ThreadPoolExecutor(THREADS) as pool:
-        tokens = list(pool.map(call, range(THREADS)))
+    with ThreadPoolExecutor(threads) as pool:
+        tokens = list(pool.map(call, range(threads)))
 
     assert google.fake.refresh_calls_for(email) == 1
     assert len(set(tokens)) == 1, f"{len(set(tokens))} different tokens handed out"
@@ -105,20 +105,5 @@ def test_four_processes_refresh_once(pg: Container, google: FakeGoogleServer) ->
 
 def test_threads_refresh_once_when_tokens_live_shorter_than_the_margin(pg: Container, google: FakeGoogleServer) -> None:
     """A token another caller just refreshed is used even when its whole life is under the margin."""
-    email = new_email("short")
-    iid = connect(pg, google_email=email)
     google.fake.token_lifetime = 120  # under the 300 s margin: "fresh for the margin" can never be true
-    expire_soon(pg, iid, 30)
-    google.fake.set_latency("token", 50)
-    threads = 10
-    barrier = threading.Barrier(threads)
-
-    def call(_: int) -> str:
-        barrier.wait(timeout=30)
-        return pg.tokens.ensure_fresh_token(iid, 300)
-
-    with ThreadPoolExecutor(threads) as pool:
-        tokens = list(pool.map(call, range(threads)))
-
-    assert google.fake.refresh_calls_for(email) == 1
-    assert len(set(tokens)) == 1
+    race_threads(pg, google, threads=10)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
 from common.bootstrap import Container
@@ -38,7 +36,9 @@ from common.models import DISCONNECTED, Incident, Integration
 from common.token_service import TokenService, mark_failed
 from services.api.disconnect import disconnect
 from services.fake_google import FakeGoogleServer
+from tests.support.concurrency import lock_waiters, run_in_thread
 from tests.support.flows import REDIRECT, connect, expire_soon, load, new_email
+from tests.support.polling import wait_for
 
 
 @pytest.fixture(params=["pg", "lite"])
@@ -101,13 +101,6 @@ def expiring(c: Container, google: FakeGoogleServer) -> tuple[int, str]:
     iid = connect(c, google_email=email)
     expire_soon(c, iid)
     return iid, email
-
-
-def poll(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 # --- ReauthRequired: only the user can fix it -----------------------------------------------------------
@@ -291,7 +284,7 @@ def test_transient_failures_leave_everything_unchanged(
     [failed] = [e for e in logs if e["event"] == "token.refresh.failed"]
     assert failed["log_level"] == "warning" and failed["error_kind"] == "transient" and failed["reason"] == reason
     # The hung request still reaches the fake later; wait for it so it cannot count in another test.
-    poll(lambda: google.fake.refresh_calls_for(email) >= 1)
+    wait_for(lambda: google.fake.refresh_calls_for(email) >= 1, 10, "the hung request to reach the fake")
     token = tokens.ensure_fresh_token(iid, 300)
     assert list(c.gbp.accounts(token))
 
@@ -315,18 +308,6 @@ def test_exhausted_retries_show_the_error_without_reauth(c: Container, google: F
     assert row.last_sync_status is None and row.error_kind is None
 
 
-def lock_waiters(c: Container) -> int:
-    with c.engine.connect() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        )
-
-
 @pytest.mark.parametrize("failure", ["transient", "undecryptable"])
 def test_recording_a_failure_waits_for_a_running_refresh_and_keeps_its_reauth(
     pg: Container, google: FakeGoogleServer, failure: str
@@ -334,23 +315,17 @@ def test_recording_a_failure_waits_for_a_running_refresh_and_keeps_its_reauth(
     """Recording exhausted retries or an undecryptable token takes the row lock: a refresh that finds the
     grant revoked meanwhile is not overwritten with a stale read."""
     iid, _ = expiring(pg, google)
-    outcome: list[BaseException | None] = []
 
     def record() -> None:
-        try:
-            if failure == "transient":
-                pg.tokens.record_transient_failure(iid, TransientProviderError("http_503", "Google is down (503)"))
-            else:
-                pg.tokens.record_cipher_failure(iid, CipherError("access_token of integration: key 'gone' missing"))
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
+        if failure == "transient":
+            pg.tokens.record_transient_failure(iid, TransientProviderError("http_503", "Google is down (503)"))
+        else:
+            pg.tokens.record_cipher_failure(iid, CipherError("access_token of integration: key 'gone' missing"))
 
     with pg.sessions.begin() as holder:  # a refresh in progress, holding the lock, about to meet invalid_grant
         row = holder.execute(select(Integration).where(Integration.id == iid).with_for_update()).scalar_one()
-        worker = threading.Thread(target=record)
-        worker.start()
-        poll(lambda: lock_waiters(pg) >= 1)
+        worker, outcome = run_in_thread(record)
+        wait_for(lambda: lock_waiters(pg) >= 1, what="the recorder waiting for the row lock")
         mark_failed(row, ReauthRequired("invalid_grant", MSG_INVALID_GRANT), row.updated_at)
     worker.join(30)
     assert outcome == [None]
@@ -463,18 +438,9 @@ def test_an_unknown_integration_is_not_found(c: Container) -> None:
 def test_a_held_lock_times_out_instead_of_hanging(pg: Container, google: FakeGoogleServer) -> None:
     iid, email = expiring(pg, google)
     tokens, _ = service(pg, lock_timeout_seconds=0.5)
-    outcome: list[BaseException | str] = []
-
-    def call() -> None:
-        try:
-            outcome.append(tokens.ensure_fresh_token(iid, 300))
-        except BaseException as exc:
-            outcome.append(exc)
-
     with pg.sessions.begin() as holder:
         holder.execute(select(Integration).where(Integration.id == iid).with_for_update()).scalar_one()
-        worker = threading.Thread(target=call)
-        worker.start()
+        worker, outcome = run_in_thread(lambda: tokens.ensure_fresh_token(iid, 300))
         worker.join(15)  # a deadline, not a timing assertion: without lock_timeout this would wait forever
         assert not worker.is_alive(), "ensure_fresh_token waited on the lock without a timeout"
     [error] = outcome
@@ -486,18 +452,9 @@ def test_a_held_lock_times_out_instead_of_hanging(pg: Container, google: FakeGoo
 def test_a_held_lock_times_out_on_sqlite_too(lite: Container, google: FakeGoogleServer) -> None:
     iid, email = expiring(lite, google)
     tokens, _ = service(lite, lock_timeout_seconds=0.5)
-    outcome: list[BaseException | str] = []
-
-    def call() -> None:
-        try:
-            outcome.append(tokens.ensure_fresh_token(iid, 300))
-        except BaseException as exc:
-            outcome.append(exc)
-
     with lite.sessions.begin() as holder:  # SQLite's lock: another writer's open transaction
         holder.execute(update(Integration).where(Integration.id == iid).values(display_name="busy"))
-        worker = threading.Thread(target=call)
-        worker.start()
+        worker, outcome = run_in_thread(lambda: tokens.ensure_fresh_token(iid, 300))
         worker.join(15)  # a deadline, not a timing assertion
         assert not worker.is_alive(), "ensure_fresh_token waited on SQLite's lock without lock_timeout_seconds"
     [error] = outcome

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,15 +19,10 @@ from common.broker import make_broker
 from common.config import Settings
 from common.tasks import NOTIFY_QUEUE
 from services.notifier.actors import declare_actors
+from tests.support.net import free_port
 
 T = TypeVar("T")
 LINK = re.compile(r"https?://\S+/integrations/\d+/reconnect\?token=\S+")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
