@@ -76,8 +76,13 @@ def issue_link(
     return f"{base_url.rstrip('/')}{reconnect_path(integration_id)}?token={quote(token, safe='')}"
 
 
-def redeem_link(session: Session, signer: Signer, token: str, *, integration_id: int, now: dt.datetime) -> Redeemed:
-    """Check the link for `integration_id` and mark it used in `session`; ReconnectLinkError says why not."""
+def check_link(
+    session: Session, signer: Signer, token: str, *, integration_id: int, now: dt.datetime, lock: bool = False
+) -> tuple[ReconnectToken, Integration]:
+    """The link's row and its integration when the link can be used now; ReconnectLinkError says why not.
+
+    Nothing is changed: showing the link's page (GET, HEAD) checks it, only `redeem_link` uses it up.
+    """
     try:
         body = signer.verify(token)
     except SignatureExpired:
@@ -86,7 +91,7 @@ def redeem_link(session: Session, signer: Signer, token: str, *, integration_id:
         raise ReconnectLinkError(_INVALID) from None
     if body.get("iid") != integration_id:
         raise ReconnectLinkError("This link belongs to a different connection. Use the link from the right email.")
-    row = session.get(ReconnectToken, str(body.get("jti")), with_for_update=True)
+    row = session.get(ReconnectToken, str(body.get("jti")), with_for_update=lock)
     if row is None or row.integration_id != integration_id:
         raise ReconnectLinkError(_INVALID)
     if row.used_at is not None:
@@ -100,9 +105,25 @@ def redeem_link(session: Session, signer: Signer, token: str, *, integration_id:
     if integration is None or integration.status != ACTIVE:
         raise ReconnectLinkError("This connection has been removed, so there is nothing to reconnect.")
     if not integration.needs_reauth:
-        raise LinkNotNeeded(f"{integration.display_name or 'This connection'} is connected and working: nothing to do.")
+        raise LinkNotNeeded(f"{public_name(integration)} is connected and working: nothing to do.")
+    return row, integration
+
+
+def redeem_link(session: Session, signer: Signer, token: str, *, integration_id: int, now: dt.datetime) -> Redeemed:
+    """Check the link for `integration_id` and mark it used in `session`; ReconnectLinkError says why not."""
+    row, integration = check_link(session, signer, token, integration_id=integration_id, now=now, lock=True)
     row.used_at = now
     return Redeemed(integration.id, integration.user_id, row.incident_id, integration.external_account_email)
+
+
+def public_name(integration: Integration) -> str:
+    """The integration's name for a page anyone holding the link may fetch: its Google account's email masked."""
+    name = integration.display_name or "This connection"
+    email = integration.external_account_email
+    if email and "@" in email:
+        local, _, domain = email.rpartition("@")
+        name = name.replace(email, f"{local[:1]}…@{domain}")
+    return name
 
 
 _INVALID = (

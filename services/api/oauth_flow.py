@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from common.bootstrap import Container
 from common.connect import Connected, complete_connection
@@ -67,22 +68,27 @@ def start_authorization(
     `integration_id` makes the callback update that integration: the reconnect flow uses it.
     """
     now = now or utcnow()
-    state = secrets.token_urlsafe(32)
-    pkce = Pkce.new()
     with c.sessions.begin() as s:
-        s.add(
-            OAuthState(
-                state_hash=state_hash(state),
-                user_id=user_id,
-                integration_id=integration_id,
-                code_verifier=pkce.verifier,
-                created_at=now,
-                expires_at=now + STATE_TTL,
-            )
-        )
+        state, pkce = add_state(s, user_id=user_id, integration_id=integration_id, now=now)
     return c.oauth.authorization_url(
         redirect_uri=c.settings.redirect_uri, state=state, pkce=pkce, login_hint=login_hint
     )
+
+
+def add_state(s: Session, *, user_id: int, integration_id: int | None, now: dt.datetime) -> tuple[str, Pkce]:
+    """Add a 10-minute single-use state for `user_id` to `s`'s transaction; the state and its PKCE pair."""
+    state, pkce = secrets.token_urlsafe(32), Pkce.new()
+    s.add(
+        OAuthState(
+            state_hash=state_hash(state),
+            user_id=user_id,
+            integration_id=integration_id,
+            code_verifier=pkce.verifier,
+            created_at=now,
+            expires_at=now + STATE_TTL,
+        )
+    )
+    return state, pkce
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ _PAGE = """<!doctype html>
 <title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5}}</style>
 </head>
-<body><h1>{title}</h1><p>{body}</p></body>
+<body><h1>{title}</h1>{content}</body>
 </html>
 """
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
@@ -28,7 +28,17 @@ def wants_json(request: Request) -> bool:
 
 
 def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=escape(title), body=escape(body)), status, headers=_HEADERS)
+    return HTMLResponse(_PAGE.format(title=escape(title), content=f"<p>{escape(body)}</p>"), status, headers=_HEADERS)
+
+
+def form_page(title: str, body: str, *, action: str, fields: dict[str, str], button: str) -> HTMLResponse:
+    """A page with one POST form: hidden `fields` and one button (no script, so it works under a strict CSP)."""
+    hidden = "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items())
+    content = (
+        f'<p>{escape(body)}</p><form method="post" action="{escape(action)}">{hidden}'
+        f'<button type="submit">{escape(button)}</button></form>'
+    )
+    return HTMLResponse(_PAGE.format(title=escape(title), content=content), 200, headers=_HEADERS)
 
 
 def failure(request: Request, status: int, code: str, message: str) -> Response:

@@ -1,16 +1,20 @@
-"""`GET /integrations/{id}/reconnect?token=...`: the one-click link in re-auth emails.
+"""`/integrations/{id}/reconnect?token=...`: the link in re-auth emails, and the page its button posts from.
 
-No bearer key: the signed, single-use link is the credential, bound to one integration. A good link
-is marked used and, in the same transaction, a 10-minute OAuth state bound to the integration's owner
-and to the integration is stored; the browser goes to Google with the Google account preselected. The
-callback (oauth_routes) then updates that same integration, clears its error and closes the incident,
-which makes the notifier send the "reconnected" confirmation.
+No bearer key: the signed, single-use link is the credential, bound to one integration. GET (and HEAD)
+only check the link and show a page naming the integration with one button: mail scanners and link
+previews fetch links, and must not use them up. The button POSTs the token as a form field (a
+cross-site page cannot, as it does not know the token); only then is the link marked used and, in the
+same transaction, a 10-minute OAuth state bound to the integration's owner and to the integration
+stored; the browser goes on to Google with the Google account preselected (the account's email appears
+only in that redirect, never on the page). The callback (oauth_routes) then updates that same
+integration, clears its error and closes the incident, which makes the notifier send the
+"reconnected" confirmation.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -18,18 +22,27 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from common.bootstrap import Container
-from common.google_oauth import Pkce
 from common.logging import get_logger
-from common.models import OAuthState, utcnow
-from common.reconnect_links import LinkNotNeeded, ReconnectLinkError, make_signer, redeem_link
-from services.api.oauth_flow import STATE_TTL, state_hash
-from services.api.pages import page
+from common.models import utcnow
+from common.reconnect_links import (
+    LinkNotNeeded,
+    ReconnectLinkError,
+    check_link,
+    make_signer,
+    public_name,
+    reconnect_path,
+    redeem_link,
+)
+from services.api.oauth_flow import add_state
+from services.api.pages import form_page, page
 from services.api.params import ID_PATTERN, MAX_ID
 
 log = get_logger("integrations.api.reconnect")
 
 MAX_TOKEN_LENGTH = 2048
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+_FORM = "application/x-www-form-urlencoded"
+MSG_INCOMPLETE = "This reconnect link is incomplete. Open the link from the email again."
 
 
 def container_of(request: Request) -> Container:
@@ -40,6 +53,14 @@ def container_of(request: Request) -> Container:
     return container
 
 
+def describe_link(c: Container, integration_id: int, token: str) -> str:
+    """The name the link's page shows, when the link can be used; uses nothing. Raises ReconnectLinkError."""
+    signer = make_signer(c.settings.token_encryption_keys.reveal())
+    with c.sessions() as s:
+        _, integration = check_link(s, signer, token, integration_id=integration_id, now=utcnow())
+        return public_name(integration)
+
+
 def start_reconnect(c: Container, integration_id: int, token: str) -> str:
     """Redeem the link and store the OAuth state in one transaction; Google's authorization URL.
 
@@ -47,19 +68,9 @@ def start_reconnect(c: Container, integration_id: int, token: str) -> str:
     """
     now = utcnow()
     signer = make_signer(c.settings.token_encryption_keys.reveal())
-    state, pkce = secrets.token_urlsafe(32), Pkce.new()
     with c.sessions.begin() as s:
         link = redeem_link(s, signer, token, integration_id=integration_id, now=now)
-        s.add(
-            OAuthState(
-                state_hash=state_hash(state),
-                user_id=link.user_id,
-                integration_id=link.integration_id,
-                code_verifier=pkce.verifier,
-                created_at=now,
-                expires_at=now + STATE_TTL,
-            )
-        )
+        state, pkce = add_state(s, user_id=link.user_id, integration_id=link.integration_id, now=now)
     log.info("reconnect.link_used", integration_id=integration_id, incident_id=link.incident_id)
     return c.oauth.authorization_url(
         redirect_uri=c.settings.redirect_uri, state=state, pkce=pkce, login_hint=link.google_email
@@ -73,33 +84,60 @@ async def reconnect(request: Request) -> Response:
     if not isinstance(raw_id, str) or not ID_PATTERN.fullmatch(raw_id) or int(raw_id) > MAX_ID:
         return _rejected("That is not a reconnect link.")
     integration_id = int(raw_id)
-    token = request.query_params.get("token", "")
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        return _rejected("This reconnect link is incomplete. Open the link from the email again.")
     c = container_of(request)
+    post = request.method == "POST"  # GET and HEAD only look: mail scanners and link previews fetch links
+    token = await _form_token(request) if post else request.query_params.get("token", "")
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return _rejected(MSG_INCOMPLETE)
+    use = start_reconnect if post else describe_link
     try:
-        url = await anyio.to_thread.run_sync(lambda: start_reconnect(c, integration_id, token))
+        answer = await anyio.to_thread.run_sync(lambda: use(c, integration_id, token))
     except LinkNotNeeded as exc:
         return page("Nothing to reconnect", exc.message, 200)
     except ReconnectLinkError as exc:
-        log.info("reconnect.link_rejected", integration_id=integration_id, message=exc.message)
+        log.info("reconnect.link_rejected", integration_id=integration_id, message=exc.message, used=post)
         return _rejected(exc.message)
-    return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+    if post:
+        return RedirectResponse(answer, status_code=303, headers=_NO_STORE)
+    return form_page(
+        f"Reconnect {answer}",
+        f"{answer} needs your permission again before it can sync. "
+        "Press the button to sign in with Google and allow access; nothing changes until you do.",
+        action=c.settings.public_base_url.rstrip("/") + reconnect_path(integration_id),
+        fields={"token": token},
+        button="Reconnect with Google",
+    )
+
+
+async def _form_token(request: Request) -> str:
+    """The `token` field of a form-encoded body; empty when the body is anything else."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != _FORM:
+        return ""
+    raw = await request.body()  # BodyLimit caps its size
+    try:
+        fields = parse_qs(raw.decode("ascii"), max_num_fields=10, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):  # ValueError: more fields than a genuine form has
+        return ""
+    values = fields.get("token", [])
+    return values[0] if len(values) == 1 else ""
 
 
 def _rejected(message: str) -> Response:
     return page("This reconnect link cannot be used", message, 400)
 
 
-routes: list[BaseRoute] = [Route("/integrations/{integration_id}/reconnect", reconnect, methods=["GET"])]
+routes: list[BaseRoute] = [Route("/integrations/{integration_id}/reconnect", reconnect, methods=["GET", "POST"])]
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_PAGE = {"text/html": {"schema": {"type": "string"}}}
 
 openapi_paths: dict[str, Any] = {
     "/integrations/{id}/reconnect": {
         "get": {
-            "summary": "Follow a reconnect link from a re-auth email (opens Google's consent screen)",
+            "summary": "Open a reconnect link from a re-auth email: a page with one button (HEAD and GET never use it)",
             "security": [],
             "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                _ID,
                 {
                     "name": "token",
                     "in": "query",
@@ -109,10 +147,42 @@ openapi_paths: dict[str, Any] = {
                 },
             ],
             "responses": {
-                "302": {"description": "To Google's authorization URL; the callback then updates this integration."},
-                "200": {"description": "HTML: the integration already works, nothing to do."},
-                "400": {"description": "HTML: the link is expired, altered, already used or for another integration."},
+                "200": {
+                    "description": "HTML: names the integration, with one form that POSTs the token here; "
+                    "or says the integration already works.",
+                    "content": _PAGE,
+                },
+                "400": {
+                    "description": "HTML: the link is expired, altered, already used or for another integration.",
+                    "content": _PAGE,
+                },
             },
-        }
+        },
+        "post": {
+            "summary": "The reconnect page's button: uses the link and goes on to Google's consent screen",
+            "security": [],
+            "parameters": [_ID],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["token"],
+                            "properties": {"token": {"type": "string", "description": "The link's token."}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "303": {"description": "To Google's authorization URL; the callback then updates this integration."},
+                "200": {"description": "HTML: the integration already works, nothing to do.", "content": _PAGE},
+                "400": {
+                    "description": "HTML: no token, or the link is expired, altered, already used or for another "
+                    "integration.",
+                    "content": _PAGE,
+                },
+            },
+        },
     }
 }

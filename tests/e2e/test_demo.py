@@ -34,6 +34,7 @@ def test_make_demo_from_a_clean_clone(tmp_path):
         ):
             assert step in out
         assert "Token refresh failed: 400 Invalid Grant: the user must re-authenticate" in out
+        assert "a mail scanner's HEAD and GET of the link: [200, 200] (a page; the link stays usable)" in out
         summary = out.split("\nSummary\n", 1)[1]
         row = summary.splitlines()[1].split()
         assert row[0] == "1" and row[1] == "google" and "active" in row and "success" in row and "False" in row

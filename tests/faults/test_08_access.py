@@ -23,6 +23,7 @@ from common.models import Incident, Integration, OAuthState, User, utcnow
 from common.reconnect_links import issue_link, make_signer
 from common.signing import Signer
 from common.users import KEY_PREFIX, create_user, hash_key
+from services.browser import one_form
 from tests.faults.evidence import figure
 from tests.faults.lab import ADMIN_KEY, Lab
 from tests.faults.scale import Scale
@@ -191,10 +192,15 @@ def test_reconnect_links_cannot_be_replayed_stretched_or_altered(scale: Scale, s
         assert resp.status_code == 400 and "Location" not in resp.headers, bad
     stale = _link(site, iid, ttl_seconds=-1)
     assert site.get(stale).status_code == 400 and "expired" in site.get(stale).text
-    used = site.get(link)
-    assert used.status_code == 302
-    replayed = site.get(link)
+    # What mail scanners and link previews do (HEAD, GET, again and again) shows the page and uses nothing.
+    fetched = [site.request(method, link).status_code for method in ("HEAD", "GET") * 3]
+    assert fetched == [200] * 6
+    used = _press(site, link)
+    assert used.status_code == 303
+    replayed = _press_form(site, link, token)
     assert replayed.status_code == 400 and "already been used" in replayed.text
+    assert site.get(link).status_code == 400 and site.request("HEAD", link).status_code == 400
+    figure(f"8. access [{scale.name}]", link_fetches_before_use=len(fetched))
 
 
 def test_no_redirect_goes_anywhere_the_request_chose(scale: Scale, site: Site, google):
@@ -218,9 +224,13 @@ def test_no_redirect_goes_anywhere_the_request_chose(scale: Scale, site: Site, g
     google_email = new_email("g")
     iid = site.connect(headers, google_email)
     _break(site, google, google_email, iid)
-    resp = site.get(_link(site, iid) + "&" + "&".join(f"{k}={quote(v)}" for k, v in hostile.items()), headers=hosts)
+    page = site.get(_link(site, iid) + "&" + "&".join(f"{k}={quote(v)}" for k, v in hostile.items()), headers=hosts)
+    assert page.status_code == 200 and "location" not in page.headers
+    form = one_form(page.text, str(page.url))
+    assert urlsplit(form.action)[:3] == ("https", "app.example.test", f"/integrations/{iid}/reconnect")
+    resp = site.request("POST", form.action, data={**form.fields, **hostile}, headers=hosts)
     location = urlsplit(resp.headers["location"])
-    assert resp.status_code == 302 and (location.scheme, location.netloc, location.path) == (
+    assert resp.status_code == 303 and (location.scheme, location.netloc, location.path) == (
         google_auth.scheme,
         google_auth.netloc,
         google_auth.path,
@@ -247,6 +257,19 @@ def _link(site: Site, iid: int, ttl_seconds: int = 7 * 86400) -> str:
             now=utcnow() - (dt.timedelta(seconds=1) if ttl_seconds < 0 else dt.timedelta()),
             ttl_seconds=ttl_seconds,
         )
+
+
+def _press(site: Site, link: str) -> httpx.Response:
+    """Open the link's page and submit its one form, fields as given."""
+    page = site.get(link)
+    assert page.status_code == 200, page.text
+    form = one_form(page.text, str(page.url))
+    return site.request(form.method, form.action, data=form.fields)
+
+
+def _press_form(site: Site, link: str, token: str) -> httpx.Response:
+    """Submit the page's form again, as a second click or a replayed POST would."""
+    return site.request("POST", urlsplit(link).path, data={"token": token})
 
 
 def _path_id(link, iid: int) -> str:

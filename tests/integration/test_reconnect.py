@@ -1,4 +1,7 @@
-"""The one-click reconnect link: starts Google's consent for that integration; rejected when not genuine."""
+"""The reconnect link: its page's one button starts Google's consent for that integration; rejected when not genuine.
+
+GET and HEAD only show the page (mail scanners and link previews fetch links): only the form's POST uses the link.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from common.errors import ReauthRequired
 from common.models import Incident, Integration, OAuthState, utcnow
 from common.reconnect_links import issue_link, make_signer
 from services.api.app import create_app
+from services.browser import one_form
 from tests.support.flows import connect, load, new_email
 
 pytestmark = pytest.mark.postgres
@@ -53,11 +57,64 @@ def link_for(c: Container, iid: int, incident_id: int | None = None, ttl_seconds
         )
 
 
+def press(client: TestClient, link: str) -> httpx.Response:
+    """Open the link's page and submit its one form, fields as given (what a person's click does)."""
+    page = client.get(link, follow_redirects=False)
+    assert page.status_code == 200, page.text
+    form = one_form(page.text, str(page.url))
+    return client.request(form.method, form.action, data=form.fields, follow_redirects=False)
+
+
+def test_head_and_get_never_use_the_link_only_the_pages_form_does(pg, google, client):
+    iid, google_email, incident_id = broken(pg, google)
+    link = link_for(pg, iid, incident_id)
+    head = client.head(link, follow_redirects=False)
+    assert head.status_code == 200 and "location" not in head.headers
+    pages = [client.get(link, follow_redirects=False) for _ in range(2)]
+    for page in pages:
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["cache-control"] == "no-store" and page.headers["referrer-policy"] == "no-referrer"
+        text = page.text
+        assert "location" not in page.headers and "<script" not in text.lower() and "style=" not in text.lower()
+        assert google_email not in text, "the Google account is named only in the redirect after the POST"
+        assert pg.settings.google_auth_url.split("/")[2] not in text, "no Google URL on the page"
+        assert "Google Business Profile" in text, "the page names the integration"
+        form = one_form(text, str(page.url))
+        assert form.method == "POST" and form.action.endswith(f"/integrations/{iid}/reconnect")
+        assert set(form.fields) == {"token"}
+    with pg.sessions() as s:
+        assert s.scalars(select(OAuthState).where(OAuthState.integration_id == iid)).all() == []
+    to_google = client.request(form.method, form.action, data=form.fields, follow_redirects=False)
+    assert to_google.status_code == 303
+    assert parse_qs(urlsplit(to_google.headers["location"]).query)["login_hint"] == [google_email]
+    again = client.request(form.method, form.action, data=form.fields, follow_redirects=False)
+    assert again.status_code == 400 and "already been used" in again.text
+    assert "location" not in again.headers
+
+
+def test_a_post_without_the_token_field_uses_nothing(pg, google, client):
+    iid, _, incident_id = broken(pg, google)
+    link = link_for(pg, iid, incident_id)
+    token = link.split("?token=")[1]
+    for options in (
+        {"data": {}},
+        {"content": b"token", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+        {"content": b'{"token": "x"}', "headers": {"content-type": "application/json"}},
+        {"data": {"token": "garbage"}},
+    ):
+        resp = client.post(f"/integrations/{iid}/reconnect", follow_redirects=False, **options)
+        assert resp.status_code == 400 and "location" not in resp.headers, options
+    # The token in the query string alone is what a fetched link carries: it is not a submitted form.
+    resp = client.post(f"/integrations/{iid}/reconnect?token={token}", follow_redirects=False)
+    assert resp.status_code == 400
+    assert press(client, link).status_code == 303
+
+
 def test_link_starts_consent_for_the_same_integration_and_the_callback_repairs_it(pg, google, client):
     iid, google_email, incident_id = broken(pg, google)
     user_id = load(pg, iid).user_id
-    resp = client.get(link_for(pg, iid, incident_id), follow_redirects=False)
-    assert resp.status_code == 302
+    resp = press(client, link_for(pg, iid, incident_id))
+    assert resp.status_code == 303
     query = parse_qs(urlsplit(resp.headers["location"]).query)
     assert query["login_hint"] == [google_email] and query["prompt"] == ["consent"]
     assert query["code_challenge_method"] == ["S256"]
@@ -83,7 +140,7 @@ def test_link_starts_consent_for_the_same_integration_and_the_callback_repairs_i
 def test_a_link_works_once(pg, google, client):
     iid, _, incident_id = broken(pg, google)
     link = link_for(pg, iid, incident_id)
-    assert client.get(link, follow_redirects=False).status_code == 302
+    assert press(client, link).status_code == 303
     again = client.get(link, follow_redirects=False)
     assert again.status_code == 400
     assert again.headers["content-type"].startswith("text/html")
@@ -109,7 +166,7 @@ def test_a_tampered_link_is_rejected(pg, google, client):
         resp = client.get(f"{base}?token={bad}", follow_redirects=False)
         assert resp.status_code == 400 and "not valid" in resp.text, bad
     assert client.get(base, follow_redirects=False).status_code == 400  # no token at all
-    assert client.get(link, follow_redirects=False).status_code == 302  # the genuine link still works
+    assert press(client, link).status_code == 303  # the genuine link still works
 
 
 def test_a_link_only_opens_its_own_integration(pg, google, client):
@@ -126,3 +183,4 @@ def test_a_link_to_a_working_integration_has_nothing_to_do(pg, google, client):
     iid = connect(pg)
     resp = client.get(link_for(pg, iid), follow_redirects=False)
     assert resp.status_code == 200 and "connected and working" in resp.text
+    assert "<form" not in resp.text
