@@ -78,3 +78,7 @@ class AccessTokenRejected(ProviderError):
     """A Business Profile call answered 401: the access token must be refreshed and the call retried once."""
 
     kind = "transient"
+
+
+class InvalidEmail(IntegrationsError, ValueError):
+    """Not exactly one plain mailbox (`name@domain`: no list, display name, comment or quoted part)."""

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from common.bootstrap import bootstrap
 from common.broker import make_broker
 from common.cipher import generate_key_spec, parse_keys
 from common.config import Secret
-from common.errors import TransientProviderError
+from common.errors import InvalidEmail, TransientProviderError
+from common.models import User
 from common.tasks import REFRESH_ALL, REFRESH_QUEUE, SYNC_INTEGRATION, SYNC_QUEUE
 from common.users import authenticate, create_user
 from services.cli.main import build_parser
@@ -87,6 +89,53 @@ def test_users_create_twice_fails_with_a_message(cli):
 
     assert again.returncode == 1
     assert "exists" in again.stderr and again.stdout == ""
+
+
+def test_users_create_refuses_an_email_that_is_not_exactly_one_plain_mailbox(cli, c):
+    """A comma made the re-auth email (and its reconnect link) go to a second, chosen recipient."""
+    result = cli("users", "create", "--email", "victim,attacker@evil.example")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "one email address" in result.stderr and result.stdout == ""
+    with c.sessions() as s:
+        assert s.scalars(select(User).where(User.email.contains("evil.example"))).all() == []
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "victim,attacker@evil.example",
+        "a@example.com, b@evil.example",
+        "a@example.com;b@evil.example",
+        "Victim <victim@example.com>",
+        '"victim,attacker"@evil.example',
+        "victim(comment)@example.com",
+        "victim@[203.0.113.7]",
+        "victim@",
+        "@example.com",
+        "no-domain",
+        "victim@example.com\r\nBcc: attacker@evil.example",
+        "victim@example..com",
+        "",
+    ],
+)
+def test_no_user_is_created_for_anything_but_one_plain_mailbox(c, email):
+    before = _user_count(c)
+    with pytest.raises(InvalidEmail, match="one email address"):
+        create_user(c.sessions, email)
+    assert _user_count(c) == before
+
+
+def test_a_plain_mailbox_is_stored_lower_case(c):
+    email = new_email("Mixed.Case+tag")
+    uid, _ = create_user(c.sessions, f"  {email.upper()} ")
+    with c.sessions() as s:
+        assert s.get(User, uid).email == email.lower()
+
+
+def _user_count(c) -> int:
+    with c.sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(User)) or 0)
 
 
 def test_refresh_tokens_publishes_exactly_one_confirmed_message(cli, broker):
