@@ -141,6 +141,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("BROKER_URL must be amqp://user:pass@host:5672/vhost or memory://")
     if not s.standalone and not s.token_encryption_keys:
         raise ConfigError("TOKEN_ENCRYPTION_KEYS is required outside standalone mode (integrations keys generate)")
+    if not s.standalone:
+        from common.weak_secrets import check_secrets
+
+        check_secrets(s)
     if s.token_encryption_keys:
         from common.cipher import parse_keys  # the cipher owns the key format
 

@@ -16,6 +16,8 @@ from services.fake_google import FakeGoogleServer, start_fake_google
 from tests.support import services
 
 TEST_KEYS = generate_key_spec("test1")
+# Outside standalone mode an admin key under 32 characters stops start-up.
+TEST_ADMIN_KEY = "test-admin-key-" + "0123456789abcdef" * 2
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -59,7 +61,7 @@ def make_settings(
         "DATABASE_URL": database_url,
         "BROKER_URL": broker_url,
         "TOKEN_ENCRYPTION_KEYS": TEST_KEYS,
-        "ADMIN_API_KEY": "test-admin-key",
+        "ADMIN_API_KEY": TEST_ADMIN_KEY,
         "LOG_FORMAT": "json",
         "HTTP_TIMEOUT_SECONDS": "3",
         "VAR_DIR": os.environ.get("PYTEST_VAR_DIR", "var/test"),

@@ -25,7 +25,7 @@ from tests.support.flows import new_email
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_KEY = "e2e-admin-key"
+ADMIN_KEY = "e2e-admin-key-" + os.urandom(16).hex()
 
 
 @dataclass

@@ -19,7 +19,7 @@ from common.models import Integration, utcnow
 from common.tasks import INTEGRATION_CONNECTED, SYNC_INTEGRATION
 from common.users import create_user
 from services.scheduler import outbox
-from tests.conftest import make_settings
+from tests.conftest import TEST_ADMIN_KEY, make_settings
 from tests.support.api import Api, ApiServer, bearer, build_app, close, consent, create_vhost, rabbitmqctl, start
 from tests.support.api import messages_for as queued
 from tests.support.flows import connect, new_email
@@ -134,7 +134,7 @@ def test_real_responses_match_the_openapi_document(api: Api) -> None:
         ("/oauth/google/callback", c.get("/oauth/google/callback?state=nope&code=x")),
         ("/oauth/google/callback", c.get("/oauth/google/callback?state=nope", headers={"Accept": "application/json"})),
         ("/oauth/google/done", c.get("/oauth/google/done?r=x", headers={"Accept": "application/json"})),
-        ("/admin/token-health", c.get("/admin/token-health", headers=bearer("test-admin-key"))),
+        ("/admin/token-health", c.get("/admin/token-health", headers=bearer(TEST_ADMIN_KEY))),
         ("/admin/token-health", c.get("/admin/token-health")),
         ("/healthz", c.get("/healthz")),
         ("/readyz", c.get("/readyz")),

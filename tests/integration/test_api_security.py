@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from common.config import Secret
 from common.models import Integration, User
 from services.api.serialize import INTEGRATION_FIELDS
-from tests.conftest import make_settings
+from tests.conftest import TEST_ADMIN_KEY, make_settings
 from tests.support.api import Api, bearer, build_app, close, drain
 from tests.support.flows import load
 
@@ -113,7 +113,7 @@ def test_no_response_carries_a_token(api: Api) -> None:
         api.client.get("/integrations", headers=headers).text,
         api.client.get(f"/integrations/{iid}", headers=headers).text,
         api.client.post(f"/integrations/{iid}/sync", headers=headers).text,
-        api.client.get("/admin/token-health", headers=bearer("test-admin-key")).text,
+        api.client.get("/admin/token-health", headers=bearer(TEST_ADMIN_KEY)).text,
     ]
     for token in api.google.fake.issued_tokens():
         assert not any(token in text for text in texts)
@@ -131,10 +131,16 @@ def test_admin_token_health_lists_failing_integrations_with_their_owner(api: Api
         )
         owner = s.get(Integration, broken).user_id
 
-    for key in (None, headers["Authorization"], "Bearer wrong", "Bearer test-admin-key-and-more"):
+    for key in (
+        None,
+        headers["Authorization"],
+        "Bearer wrong",
+        f"Bearer {TEST_ADMIN_KEY}-and-more",
+        f"Bearer {TEST_ADMIN_KEY[:-1]}",
+    ):
         resp = api.client.get("/admin/token-health", headers={"Authorization": key} if key else {})
         assert resp.status_code == 401, key
-    report = api.client.get("/admin/token-health", headers=bearer("test-admin-key")).json()
+    report = api.client.get("/admin/token-health", headers=bearer(TEST_ADMIN_KEY)).json()
     mine = {r["id"]: r for r in report if r["id"] in (broken, healthy)}
     assert list(mine) == [broken]
     assert list(mine[broken]) == [*INTEGRATION_FIELDS, "user_email"]

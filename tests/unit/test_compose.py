@@ -72,3 +72,25 @@ def test_the_image_build_context_leaves_out_the_virtualenv_local_state_and_secre
     assert ignore.exists(), "without .dockerignore `make up` sends .venv/, var/ (token keys) and .env to the builder"
     patterns = {line.strip().strip("/") for line in ignore.read_text().splitlines()}
     assert {".venv", "var", ".env", ".git"} <= patterns
+
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY")
+
+
+def test_every_secret_compose_reads_must_be_set_and_none_has_a_default():
+    text = COMPOSE.read_text()
+    uses = re.findall(r"\$\{([A-Z_]+)([^}]*)\}", text)
+    secrets = {(name, rest) for name, rest in uses if SECRET_NAME.search(name)}
+    assert {name for name, _ in secrets} >= {
+        "POSTGRES_PASSWORD",
+        "RABBITMQ_PASSWORD",
+        "ADMIN_API_KEY",
+        "TOKEN_ENCRYPTION_KEYS",
+        "GOOGLE_CLIENT_SECRET",
+    }
+    for name, rest in secrets:
+        assert rest.startswith(":?") and len(rest) > 10, f"${{{name}{rest}}}: use ${{{name}:?message}}"
+    assert "change-me" not in text
+    services = _services()
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"].startswith("${RABBITMQ_PASSWORD:?")
