@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,9 +15,10 @@ from common.bootstrap import Container
 from common.connect import Connected, complete_connection
 from common.errors import AccountMismatch, IntegrationNotFound, ProviderConfigError, ProviderError, ReauthRequired
 from common.google_oauth import Pkce
-from common.models import OAuthState, utcnow
+from common.models import OAuthState, User, utcnow
 
 STATE_TTL = dt.timedelta(minutes=10)
+MAX_OPEN_STATES = 20
 MAX_STATE_LENGTH = 256
 
 MSG_BAD_STATE = (
@@ -76,7 +77,21 @@ def start_authorization(
 
 
 def add_state(s: Session, *, user_id: int, integration_id: int | None, now: dt.datetime) -> tuple[str, Pkce]:
-    """Add a 10-minute single-use state for `user_id` to `s`'s transaction; the state and its PKCE pair."""
+    """Add a 10-minute single-use state for `user_id` to `s`'s transaction; the state and its PKCE pair.
+
+    A user holds at most MAX_OPEN_STATES open (unused, unexpired) states: the oldest beyond that are
+    dropped, so a connect always works and only a flow abandoned 20 connects ago stops working. The
+    user's row is locked so that concurrent connects of one user cannot each keep 20.
+    """
+    s.execute(select(User.id).where(User.id == user_id).with_for_update())
+    stale = s.scalars(
+        select(OAuthState.state_hash)
+        .where(OAuthState.user_id == user_id, OAuthState.used_at.is_(None), OAuthState.expires_at > now)
+        .order_by(OAuthState.created_at.desc(), OAuthState.state_hash)
+        .offset(MAX_OPEN_STATES - 1)
+    ).all()
+    if stale:
+        s.execute(delete(OAuthState).where(OAuthState.state_hash.in_(stale)))
     state, pkce = secrets.token_urlsafe(32), Pkce.new()
     s.add(
         OAuthState(

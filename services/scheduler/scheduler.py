@@ -29,7 +29,7 @@ from common.logging import get_logger
 from common.models import utcnow
 from common.scheduling import run_claimed, run_key
 from common.tasks import REFRESH_ALL, REFRESH_QUEUE, send
-from services.scheduler import outbox
+from services.scheduler import housekeeping, outbox
 
 CATCH_UP_WINDOW = dt.timedelta(hours=24)
 SWEEP_EVERY_SECONDS = 60.0
@@ -40,7 +40,7 @@ log = get_logger("integrations.scheduler")
 
 @dataclass
 class NightlyScheduler:
-    """Sends `refresh_all` with `scheduled_at` at each fire time; sweeps the notification outbox every minute."""
+    """Sends `refresh_all` with `scheduled_at` at each fire time; sweeps the outbox and old OAuth states each minute."""
 
     sessions: sessionmaker[Session]
     broker: dramatiq.Broker
@@ -94,6 +94,7 @@ class NightlyScheduler:
             if now >= next_sweep:
                 since = (now - last_sweep).total_seconds() if last_sweep else self.sweep_every_seconds
                 _attempt("outbox.sweep_failed", outbox.sweep, self.sessions, self.broker, now, since)
+                _attempt("oauth_states.purge_failed", housekeeping.purge_oauth_states, self.sessions, now)
                 last_sweep, next_sweep = now, now + dt.timedelta(seconds=self.sweep_every_seconds)
             wake = min(next_fire, next_sweep)
             stop.wait(max(0.0, min((wake - self.clock()).total_seconds(), self.sweep_every_seconds)))
