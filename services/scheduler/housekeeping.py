@@ -7,8 +7,9 @@ which a missing row answers the same way. Without this the table grows by one ro
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import CursorResult, delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.logging import get_logger
@@ -29,7 +30,8 @@ def purge_oauth_states(sessions: sessionmaker[Session], now: dt.datetime) -> int
                 .where(or_(OAuthState.used_at.is_not(None), OAuthState.expires_at <= now))
                 .limit(BATCH)
             )
-            deleted = s.execute(delete(OAuthState).where(OAuthState.state_hash.in_(batch))).rowcount
+            result = s.execute(delete(OAuthState).where(OAuthState.state_hash.in_(batch)))
+            deleted = int(cast("CursorResult[Any]", result).rowcount)
         total += deleted
         if deleted < BATCH:
             break
