@@ -17,6 +17,7 @@ from common.events import Event, IncidentClosed, IncidentOpened, Publisher, disc
 from common.gbp_client import GbpClient, GbpUrls
 from common.google_oauth import GoogleOAuthClient, GoogleOAuthConfig
 from common.logging import configure_logging
+from common.startup_checks import log_startup_warnings
 from common.tasks import NOTIFY_INCIDENT_CLOSED, NOTIFY_INCIDENT_OPENED, send
 from common.token_service import TokenService
 
@@ -65,6 +66,7 @@ def bootstrap(
     settings = settings or load_settings()
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
+    log_startup_warnings(settings)
     engine = make_engine(settings.database_url, pool_size=pool_size)
     sessions = make_sessionmaker(engine)
     cipher = TokenCipher.from_spec(settings.token_encryption_keys.reveal())

@@ -177,7 +177,7 @@ def _standalone_keys(var_dir: Path) -> str:
 
     path = var_dir / "token-keys"
     if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
+        var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Written whole to a private file, then linked into place: a process starting at the same
         # moment sees either no file or the complete ring, and the first link wins.
         tmp = var_dir / f".token-keys.{os.getpid()}.{secrets.token_hex(4)}"

@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from common.db import create_private_sqlite
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -18,9 +20,8 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the schema up to `revision` (creating the SQLite file's folder when needed)."""
-    if database_url.startswith("sqlite:///") and not database_url.startswith("sqlite:///:memory:"):
-        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """Bring the schema up to `revision` (creating a missing SQLite file, private, and its folder)."""
+    create_private_sqlite(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 

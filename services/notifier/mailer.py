@@ -1,4 +1,4 @@
-"""Sending mail: SMTP from SMTP_URL (optional STARTTLS), or `.eml` files in var/mail/ without it."""
+"""Sending mail: SMTP from SMTP_URL (STARTTLS or smtps:// when it carries credentials), or `.eml` files in var/mail/."""
 
 from __future__ import annotations
 
@@ -47,7 +47,15 @@ class SmtpMailer:
         self._port = port or (465 if self._implicit_tls else 25)
         self._user = unquote(parts.username or "")
         self._password = unquote(parts.password or "")
-        self._starttls = parse_qs(parts.query).get("starttls", ["0"])[0].lower() in _TRUE
+        query = parse_qs(parts.query)
+        self._starttls = query.get("starttls", ["0"])[0].lower() in _TRUE
+        plaintext_allowed = query.get("insecure", ["0"])[0].lower() in _TRUE
+        if (self._user or self._password) and not (self._starttls or self._implicit_tls or plaintext_allowed):
+            # AUTH PLAIN/LOGIN would send the password in clear text to anyone on the path.
+            raise ConfigError(
+                "SMTP_URL has credentials but no TLS: add ?starttls=1 (STARTTLS), use smtps:// (implicit TLS), "
+                "or add ?insecure=1 to send them in clear text on purpose"
+            )
         self._timeout = timeout
 
     def __repr__(self) -> str:
