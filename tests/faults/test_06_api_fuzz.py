@@ -127,6 +127,7 @@ def hostile_requests(mine: int, theirs: int) -> list[tuple[str, str, dict]]:
     """(method, raw path and query, httpx options) that must each get a 4xx."""
     connect = "/integrations/google/connect"
     body = {"headers": {"Content-Type": "application/json"}}
+    form = {"headers": {"Content-Type": "application/x-www-form-urlencoded"}}
     out: list[tuple[str, str, dict]] = [
         ("POST", connect, {"content": b"a" * 70_000}),
         ("POST", connect, {"content": iter([b"{" + b" " * 40_000, b" " * 40_000 + b"}"])}),
@@ -147,6 +148,15 @@ def hostile_requests(mine: int, theirs: int) -> list[tuple[str, str, dict]]:
         ("GET", f"/integrations/{LONG_ID}/reconnect?token=abc.def", {}),
         ("GET", "/integrations/-1/reconnect?token=abc.def", {}),
         ("GET", "/integrations/%E1%9F%A1/reconnect?token=abc.def", {}),  # a Khmer digit one
+        ("HEAD", f"/integrations/{mine}/reconnect?token=" + DEEP_SIGNED, {}),
+        ("HEAD", f"/integrations/{LONG_ID}/reconnect?token=abc.def", {}),
+        ("POST", f"/integrations/{mine}/reconnect?token=abc.def", {}),  # the link's token is no submitted form
+        ("POST", f"/integrations/{mine}/reconnect", {"data": {"token": DEEP_SIGNED}}),
+        ("POST", f"/integrations/{mine}/reconnect", {"data": {"token": ["a.b", "c.d"]}}),
+        ("POST", f"/integrations/{mine}/reconnect", {"data": {f"f{i}": "x" for i in range(50)}}),
+        ("POST", f"/integrations/{mine}/reconnect", {"content": b"token=%ff%fe", **form}),
+        ("POST", f"/integrations/{mine}/reconnect", {"content": b"token=" + b"a" * 60_000, **form}),
+        ("POST", f"/integrations/{mine}/reconnect", {"content": b'{"token": "a.b"}', **body}),
         ("GET", "/oauth/google/callback?state=" + "s" * 5_000 + "&code=c", {}),
         ("GET", "/oauth/google/callback?state=%00&code=%ff", {}),
         ("GET", "/oauth/google/callback?state=abc&error=" + "%E2%80%AE" * 100, {}),
