@@ -7,6 +7,7 @@ The signature (common.signing) proves the link is ours and unaltered and carries
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -122,7 +123,8 @@ def public_name(integration: Integration) -> str:
     email = integration.external_account_email
     if email and "@" in email:
         local, _, domain = email.rpartition("@")
-        name = name.replace(email, f"{local[:1]}…@{domain}")
+        masked = f"{local[:1]}…@{domain}"
+        name = re.sub(re.escape(email), lambda _: masked, name, flags=re.IGNORECASE)
     return name
 
 
