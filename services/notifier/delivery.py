@@ -32,10 +32,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
-from common.errors import LockTimeout
+from common.errors import InvalidEmail, LockTimeout
 from common.logging import get_logger
 from common.models import ACTIVE, Incident, Integration, User, utcnow
 from common.reconnect_links import LINK_TTL_SECONDS, issue_link, make_signer
+from common.users import plain_mailbox
 from services.notifier.emails import Recipient, ops_email, reauth_email, reconnected_email
 from services.notifier.mailer import MailDeliveryError, Mailer, MailRejected
 
@@ -82,6 +83,8 @@ class Notifier:
                 return draft
             outcome = "sent"
             try:
+                if _kind(draft) in ("reauth", "reconnected"):  # to the user; OPS_EMAIL may list operators
+                    _check_owner_address(draft)
                 self.mailer.send(draft)
             except MailDeliveryError as exc:
                 log.warning(
@@ -228,6 +231,15 @@ def _integration_and_owner(s: Session, incident: Incident) -> tuple[Integration 
     integration = s.get(Integration, incident.integration_id)
     owner = s.get(User, integration.user_id) if integration is not None else None
     return integration, owner
+
+
+def _check_owner_address(message: EmailMessage) -> None:
+    """MailRejected unless a user's email goes to one plain mailbox: a row stored before `users create` checked
+    addresses could hold a list, which would send the reconnect link to a second, chosen recipient."""
+    try:
+        plain_mailbox(str(message["To"] or ""))
+    except InvalidEmail:
+        raise MailRejected("the user's stored email is not one email address; fix it in the users table") from None
 
 
 def _kind(message: EmailMessage) -> str:
