@@ -21,6 +21,7 @@ from services.api.metrics import ApiMetrics, serve_metrics
 from services.api.middleware import BodyLimit, RequestObserver
 from services.api.pages import content_security_policy
 from services.api.publishing import BrokerGateway
+from services.api.rate_limit import RateLimiter
 from services.api.schemas import openapi_document
 from services.api.state import ApiState
 
@@ -53,6 +54,7 @@ def create_app(
         gateway=gateway,
         metrics=metrics,
         done_signer=Signer(container.settings.token_encryption_keys.reveal(), "done-page"),
+        limiter=RateLimiter(container.settings.api_rate_limit_per_minute, container.settings.api_rate_limit_burst),
     )
     extra_routes, extra_paths = _plugin_routes()
     settings = container.settings

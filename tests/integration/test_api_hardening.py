@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
+import math
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -13,12 +16,16 @@ import httpx
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy import insert
 from structlog.testing import capture_logs
 
+from common.models import Insight
+from common.tasks import SYNC_INTEGRATION
 from services.api.metrics import ApiMetrics
 from tests.conftest import make_settings
-from tests.support.api import Api, build_app, close
+from tests.support.api import Api, build_app, close, drain, messages_for
 from tests.support.net import free_port
+from tests.support.openapi import conformance_errors
 
 pytest_plugins = ["tests.support.api"]
 
@@ -134,3 +141,91 @@ def test_html_pages_carry_a_strict_csp_that_allows_their_own_style(api: Api) -> 
             digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
             assert f"'sha256-{digest}'" in directives["style-src"].split(), "the page's own style is allowed"
         assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_hundred_syncs_in_a_row_are_mostly_429_and_publish_a_bounded_number(api: Api) -> None:
+    _, headers = api.user()
+    _, other = api.user()
+    iid = api.connect(headers)
+    drain(api.amqp_url, "sync")
+    settings = api.c.settings
+    started = time.monotonic()
+    answers = [api.client.post(f"/integrations/{iid}/sync", headers=headers) for _ in range(100)]
+    elapsed = time.monotonic() - started
+    accepted = [r for r in answers if r.status_code == 202]
+    limited = [r for r in answers if r.status_code == 429]
+    assert len(accepted) + len(limited) == 100
+    # The bound follows from the bucket: its burst plus what it refilled while the requests ran.
+    bound = settings.api_rate_limit_burst + math.ceil(elapsed * settings.api_rate_limit_per_minute / 60)
+    assert len(accepted) <= bound and len(limited) >= 100 - bound
+    for resp in limited:
+        assert int(resp.headers["retry-after"]) >= 1
+        assert resp.json()["error"]["code"] == "rate_limited"
+    assert len(messages_for(api.amqp_url, "sync", SYNC_INTEGRATION, iid)) == len(accepted)
+    assert conformance_errors(api.client.get("/openapi.json").json(), "/integrations/{id}/sync", limited[0]) == []
+    # The same key is refused on the other work-creating endpoints; another key is not.
+    assert api.client.post(f"/integrations/{iid}/refresh", headers=headers).status_code == 429
+    assert api.client.post("/integrations/google/connect", headers=headers).status_code == 429
+    assert api.client.post("/integrations/google/connect", headers=other).status_code == 200
+    assert api.client.get(f"/integrations/{iid}", headers=headers).status_code == 200, "reads are not limited"
+
+
+def _store_grid(api: Api, iid: int, first: dt.date, days: int, locations: int, metrics: int) -> None:
+    rows = [
+        {"integration_id": iid, "location": f"locations/{n}", "metric": f"METRIC_{m}", "date": day, "value": n + m}
+        for day in (first + dt.timedelta(days=d) for d in range(days))
+        for n in range(locations)
+        for m in range(metrics)
+    ]
+    with api.c.sessions.begin() as s:
+        s.execute(insert(Insight), rows)
+
+
+def _next_link(resp: httpx.Response) -> str | None:
+    link = resp.headers.get("link")
+    if link is None:
+        return None
+    match = re.fullmatch(r'<([^>]+)>; rel="next"', link)
+    assert match, link
+    return match.group(1)
+
+
+def test_insights_are_paged_by_a_cursor_in_a_link_header(api: Api) -> None:
+    _, headers = api.user()
+    iid = api.connect(headers)
+    first = dt.date(2025, 1, 1)
+    _store_grid(api, iid, first, days=100, locations=5, metrics=5)  # 2,500 rows
+    query = {"start": first.isoformat(), "end": (first + dt.timedelta(days=99)).isoformat()}
+
+    resp = api.client.get(f"/integrations/{iid}/insights", params=query, headers=headers)
+    assert resp.status_code == 200 and len(resp.json()) == 1000, "the documented default limit"
+    seen = list(resp.json())
+    pages = 1
+    while (link := _next_link(resp)) is not None:
+        url = httpx.URL(link)
+        assert str(url).startswith(api.c.settings.public_base_url)
+        assert url.path == f"/integrations/{iid}/insights"
+        resp = api.client.get(f"{url.path}?{url.query.decode()}", headers=headers)
+        assert resp.status_code == 200
+        seen += resp.json()
+        pages += 1
+    assert pages == 3 and len(seen) == 2500
+    assert conformance_errors(api.client.get("/openapi.json").json(), "/integrations/{id}/insights", resp) == []
+    keys = [(r["date"], r["location"], r["metric"]) for r in seen]
+    assert keys == sorted(keys) and len(set(keys)) == 2500, "in order, each row once"
+
+    small = api.client.get(f"/integrations/{iid}/insights", params={**query, "limit": 7}, headers=headers)
+    assert len(small.json()) == 7 and "limit=7" in (_next_link(small) or "")
+    last = api.client.get(f"/integrations/{iid}/insights", params={**query, "limit": 5000}, headers=headers)
+    assert len(last.json()) == 2500 and _next_link(last) is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"limit": "0"}, {"limit": "5001"}, {"limit": "ten"}, {"limit": "1" * 400}, {"cursor": "x"}, {"cursor": "%%"}],
+)
+def test_insights_refuse_a_bad_limit_or_cursor(api: Api, extra: dict[str, str]) -> None:
+    _, headers = api.user()
+    iid = api.connect(headers)
+    resp = api.client.get(f"/integrations/{iid}/insights", params=extra, headers=headers)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_request"
