@@ -93,7 +93,8 @@ class Stack:
 
     def start_api(self) -> str:
         port = free_port()
-        env = {**self.env(), "API_HOST": "127.0.0.1", "API_PORT": str(port)}
+        # One API key drives the whole benchmark: the per-key rate limit would measure itself, not the API.
+        env = {**self.env(), "API_HOST": "127.0.0.1", "API_PORT": str(port), "API_RATE_LIMIT_PER_MINUTE": "0"}
         self.api = self.procs.start("api", ["-m", "services.api"], env)
         self.api_url = f"http://127.0.0.1:{port}"
         with httpx.Client(timeout=5) as client:

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from common.errors import ConfigError
@@ -79,6 +80,14 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = ""
     var_dir: str = "var"
+    metrics_port: int = 0
+    api_rate_limit_per_minute: int = 60
+    api_rate_limit_burst: int = 10
+
+    def __repr__(self) -> str:
+        # DATABASE_URL and BROKER_URL carry passwords: shown masked, as the Secret fields are.
+        shown = (f"{f.name}={_masked(f.name, getattr(self, f.name))!r}" for f in fields(self))
+        return f"Settings({', '.join(shown)})"
 
     @property
     def standalone(self) -> bool:
@@ -92,6 +101,22 @@ class Settings:
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+
+_URL_FIELDS = frozenset({"database_url", "broker_url"})
+
+
+def _masked(name: str, value: object) -> object:
+    if name not in _URL_FIELDS or not isinstance(value, str):
+        return value
+    try:
+        parts = urlsplit(value)
+        if parts.password is None:
+            return value
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:**********@{host}"))
+    except ValueError:
+        return "**********"
 
 
 _INT_FIELDS = {f.name for f in fields(Settings) if f.type in ("int", int)}
@@ -161,6 +186,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("REFRESH_MARGIN_SECONDS and NIGHTLY_REFRESH_WITHIN_SECONDS must not be negative")
     if not 0 <= s.api_port <= 65535:
         raise ConfigError(f"API_PORT must be a TCP port (0-65535), got {s.api_port}")
+    if not 0 <= s.metrics_port <= 65535:
+        raise ConfigError(f"METRICS_PORT must be a TCP port (1-65535), got {s.metrics_port}")
+    if s.api_rate_limit_per_minute < 0 or s.api_rate_limit_burst < 1:
+        raise ConfigError("API_RATE_LIMIT_PER_MINUTE must not be negative and API_RATE_LIMIT_BURST must be at least 1")
     if not s.public_base_url.startswith(("http://", "https://")):
         raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
 

@@ -17,26 +17,49 @@ _SECRET_KEY = re.compile(
     r"authorization|code_verifier|verifier|code|api_key|cookie|key|keys|smtp_url)$",
     re.IGNORECASE,
 )
+# Linear by construction: every run is possessive (`++`, `*+`), so the engine never gives back what a run
+# matched, and a run that may hold a JWT only starts where no token character precedes it, so no run is
+# rescanned from a later start. A backtracking `eyJ[\w-]+\.` took quadratic time on "eyJeyJeyJ...".
 _SECRET_VALUE = re.compile(
-    r"(ya29\.[\w\-.~+/]+"
-    r"|1//[\w\-.~+/]+"
-    r"|(?i:bearer)\s+[\w\-.~+/]+=*"
-    r"|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*"
-    r"|(?<=[?&;\s])(?:access_token|refresh_token|code|token|client_secret|code_verifier)=[^&\s\"']+"
-    r"|(?<=://)[^/@\s:]+:[^/@\s]+(?=@))"
+    r"(ya29\.[\w\-.~+/]++"
+    r"|1//[\w\-.~+/]++"
+    r"|(?i:bearer)\s++[\w\-.~+/]++=*+"
+    r"|(?<![\w-])eyJ[\w-]++\.eyJ[\w-]++\.[\w-]*+"
+    r"|(?<=[?&;\s])(?:access_token|refresh_token|code|token|client_secret|code_verifier)=[^&\s\"']++"
+    r"|(?<=://)[^/@\s:]++:[^/@\s]++(?=@))"
 )
+# Longer strings keep their head and tail around a marker: log lines stay small whatever a client sends.
+# A traceback keeps more, as its last frames say what went wrong.
+MAX_LOGGED_CHARS = 8 * 1024
+_MAX_CHARS_BY_KEY = {"exception": 64 * 1024, "stack": 64 * 1024}
+# What a token can be made of: a cut drops the partial run on each side rather than log half a secret.
+_TOKEN_CHARS = "".join(chr(c) for c in range(33, 127) if chr(c) not in "\"'<>()[]{},;&|")
 
 
-def _scrub(value: Any, depth: int = 0) -> Any:
-    if isinstance(value, str):
-        return _SECRET_VALUE.sub(REDACTED, value) if value else value
-    if depth > 4:
+def _cap(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit // 4].rstrip(_TOKEN_CHARS), text[-(limit - limit // 4) :].lstrip(_TOKEN_CHARS)
+    return f"{head}[{len(text) - len(head) - len(tail)} chars dropped]{tail}"
+
+
+def _text(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not lose the log line
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _scrub(value: Any, depth: int = 0, limit: int = MAX_LOGGED_CHARS) -> Any:
+    if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, Mapping):
+    if depth <= 4 and isinstance(value, Mapping):
         return {k: REDACTED if _is_secret_key(k) else _scrub(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if depth <= 4 and isinstance(value, list | tuple):
         return type(value)(_scrub(v, depth + 1) for v in value)
-    return value
+    # Anything else (an exception, a URL object, a nesting too deep) is scrubbed as the text it renders to.
+    text = _cap(value if isinstance(value, str) else _text(value), limit)
+    return _SECRET_VALUE.sub(REDACTED, text) if text else text
 
 
 # Names the pattern above would catch that hold no secret (a scheduler run's job and minute).
@@ -53,7 +76,7 @@ def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Event
         if _is_secret_key(key):
             event_dict[key] = REDACTED
         else:
-            event_dict[key] = _scrub(event_dict[key])
+            event_dict[key] = _scrub(event_dict[key], limit=_MAX_CHARS_BY_KEY.get(key, MAX_LOGGED_CHARS))
     return event_dict
 
 

@@ -16,9 +16,12 @@ from common.bootstrap import Container
 from common.signing import Signer
 from services.api import admin_routes, health_routes, integrations_routes, oauth_routes
 from services.api.errors import EXCEPTION_HANDLERS
-from services.api.metrics import ApiMetrics
+from services.api.headers import SecurityHeaders
+from services.api.metrics import ApiMetrics, serve_metrics
 from services.api.middleware import BodyLimit, RequestObserver
+from services.api.pages import content_security_policy
 from services.api.publishing import BrokerGateway
+from services.api.rate_limit import RateLimiter
 from services.api.schemas import openapi_document
 from services.api.state import ApiState
 
@@ -51,14 +54,20 @@ def create_app(
         gateway=gateway,
         metrics=metrics,
         done_signer=Signer(container.settings.token_encryption_keys.reveal(), "done-page"),
+        limiter=RateLimiter(container.settings.api_rate_limit_per_minute, container.settings.api_rate_limit_burst),
     )
     extra_routes, extra_paths = _plugin_routes()
+    settings = container.settings
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        port = settings.metrics_port
+        stop_metrics = serve_metrics(metrics, settings.api_host, port) if port else None
         try:
             yield
         finally:
+            if stop_metrics is not None:
+                stop_metrics()
             gateway.close()
 
     routes: list[BaseRoute] = [
@@ -68,11 +77,14 @@ def create_app(
         *integrations_routes.routes,
         *admin_routes.routes,
         *health_routes.routes,
+        # METRICS_PORT moves /metrics off the public port, to a port the load balancer need not expose.
+        *([] if settings.metrics_port else [health_routes.metrics_route]),
     ]
     app = Starlette(
         routes=routes,
         middleware=[
             Middleware(RequestObserver, metrics=metrics),
+            Middleware(SecurityHeaders, csp=content_security_policy([settings.google_auth_url])),
             Middleware(BodyLimit, max_bytes=max_body_bytes),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -14,6 +14,8 @@ from services.api import params, queries
 from services.api.auth import require_user, require_user_for_work
 from services.api.disconnect import disconnect
 from services.api.errors import ApiError
+from services.api.insights import next_link, page_request, render_page
+from services.api.rate_limit import limit_work
 from services.api.state import api_state
 
 # "Refresh this one now": a window no token outlives, so the worker always calls Google (under the
@@ -56,7 +58,8 @@ async def _enqueue(request: Request, actor: str, *extra: int) -> Response:
         raise
     state = api_state(request)
     sessions = state.container.sessions
-    await require_user_for_work(request, lambda key: queries.authorize_work(sessions, key, iid))
+    caller = await require_user_for_work(request, lambda key: queries.authorize_work(sessions, key, iid))
+    limit_work(request, caller.user_id)
     message_id = await state.gateway.send(actor, iid, *extra)
     return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
 
@@ -73,9 +76,11 @@ async def insights(request: Request) -> Response:
     caller = await require_user(request)
     iid = params.integration_id(request)
     start, end = params.date_range(request, dt.datetime.now(dt.UTC).date())
-    sessions = api_state(request).container.sessions
-    rows = await anyio.to_thread.run_sync(queries.list_insights, sessions, caller.user_id, iid, start, end)
-    return JSONResponse(rows)
+    page = page_request(request, start, end)
+    c = api_state(request).container
+    body, cursor = await anyio.to_thread.run_sync(render_page, c.sessions, caller.user_id, iid, page)
+    headers = {} if cursor is None else {"Link": next_link(c.settings.public_base_url, request.url.path, page, cursor)}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 routes: list[BaseRoute] = [

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import start_http_server
+
+# The client picks the method (h11 takes any 16 KB token): every label and log field holds one of these.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+
+
+def method_label(method: str) -> str:
+    """The request method when it is a known one, otherwise `OTHER`."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
 
 
 class ApiMetrics:
@@ -30,6 +42,7 @@ class ApiMetrics:
         )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request; `method` and `route` must already be bounded (method_label, a route template)."""
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
@@ -38,3 +51,15 @@ class ApiMetrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def serve_metrics(metrics: ApiMetrics, host: str, port: int) -> Callable[[], None]:
+    """Serve `/metrics` of `metrics` on its own port (a thread of its own); returns the function that stops it."""
+    server, thread = start_http_server(port, host, registry=metrics.registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop

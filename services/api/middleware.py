@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.logging import get_logger
 from services.api.errors import ApiError, error_response
-from services.api.metrics import ApiMetrics
+from services.api.metrics import ApiMetrics, method_label
 
 log = get_logger("integrations.api.http")
 
@@ -55,7 +55,7 @@ class RequestObserver:
     """Counts and times every request by its route template and writes the canonical `http.request` line.
 
     The path is logged as its template (`/integrations/{id}`), never with its query string, which on
-    the OAuth callback carries the authorization code and state.
+    the OAuth callback carries the authorization code and state; the method as a known one or `OTHER`.
     """
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
@@ -83,12 +83,12 @@ class RequestObserver:
             await self.app(scope, receive, observed_send)
         finally:
             seconds = time.perf_counter() - started
-            route = _route_template(scope)
-            self.metrics.observe(scope["method"], route, status, seconds)
+            route, method = _route_template(scope), method_label(scope["method"])
+            self.metrics.observe(method, route, status, seconds)
             state = scope.get("state") or {}
             log.info(
                 "http.request",
-                method=scope["method"],
+                method=method,
                 route=route,
                 status=status,
                 duration_ms=round(seconds * 1000, 2),

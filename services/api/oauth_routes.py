@@ -21,6 +21,7 @@ from services.api.errors import bad_request
 from services.api.oauth_flow import CallbackRejected, finish_authorization, start_authorization
 from services.api.pages import failure, page, wants_json
 from services.api.publishing import PublishFailed
+from services.api.rate_limit import limit_work
 from services.api.state import api_state
 
 log = get_logger("integrations.api.oauth")
@@ -38,6 +39,7 @@ _RESULTS = {
 async def connect(request: Request) -> Response:
     caller = await require_user(request)
     login_hint = await _login_hint(request)
+    limit_work(request, caller.user_id)
     c = api_state(request).container
     url = await anyio.to_thread.run_sync(lambda: start_authorization(c, user_id=caller.user_id, login_hint=login_hint))
     return JSONResponse({"authorization_url": url}, headers={"Cache-Control": "no-store"})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.api.insights import DEFAULT_LIMIT as DEFAULT_INSIGHTS_LIMIT
+from services.api.insights import MAX_LIMIT as MAX_INSIGHTS_LIMIT
 from services.api.params import MAX_ID
 from services.api.schemas import ref
 
@@ -35,6 +37,11 @@ UNAUTHORIZED = _error("Missing or invalid API key.", _CHALLENGE)
 NOT_FOUND = _error("No such integration (or it belongs to another user; ids that cannot exist included).")
 UNAVAILABLE = _error("The database or the message broker is unavailable; retry later.", _RETRY)
 TOO_LARGE = _error("The request body exceeds 64 KiB.")
+RATE_LIMITED = _error(
+    "This API key sent more sync, refresh and connect requests than API_RATE_LIMIT_PER_MINUTE allows "
+    "(default 60 a minute, bursts of API_RATE_LIMIT_BURST=10); retry after Retry-After seconds.",
+    _RETRY,
+)
 ID_PARAM = {
     "name": "id",
     "in": "path",
@@ -56,6 +63,7 @@ def _enqueue(summary: str, description: str) -> dict[str, Any]:
             "404": NOT_FOUND,
             "409": _error("The integration is disconnected or needs re-authentication."),
             "413": TOO_LARGE,
+            "429": RATE_LIMITED,
             "503": UNAVAILABLE,
         },
     }
@@ -76,6 +84,7 @@ PATHS: dict[str, Any] = {
                 "400": _error("The body is not empty and not a valid ConnectRequest."),
                 "401": UNAUTHORIZED,
                 "413": TOO_LARGE,
+                "429": RATE_LIMITED,
                 "503": UNAVAILABLE,
             },
         }
@@ -176,10 +185,32 @@ PATHS: dict[str, Any] = {
                     "description": "Last day (inclusive), YYYY-MM-DD; default: today (UTC).",
                     "schema": {"type": "string", "format": "date"},
                 },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": f"Rows per answer, at most {MAX_INSIGHTS_LIMIT}; default {DEFAULT_INSIGHTS_LIMIT}.",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INSIGHTS_LIMIT},
+                },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "description": "Where the previous page ended: take it from that answer's Link header.",
+                    "schema": {"type": "string"},
+                },
             ],
             "responses": {
-                "200": _ok("Values by date, location and metric.", {"type": "array", "items": ref("Insight")}),
-                "400": _error("Malformed date, start after end, or a range over 550 days."),
+                "200": {
+                    **_ok(
+                        "Values by date, location and metric, at most `limit` of them. When more follow, the "
+                        'Link header holds the next page\'s URL: `<url>; rel="next"` (RFC 8288); the last page '
+                        "has none.",
+                        {"type": "array", "items": ref("Insight")},
+                    ),
+                    "headers": {"Link": {"schema": {"type": "string"}, "description": 'The next page, rel="next".'}},
+                },
+                "400": _error("Malformed date, start after end, a range over 550 days, a bad limit or cursor."),
                 "401": UNAUTHORIZED,
                 "404": NOT_FOUND,
                 "503": UNAVAILABLE,

@@ -2,23 +2,49 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from collections.abc import Iterable
 from html import escape
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from services.api.errors import error_body
 
-_PAGE = """<!doctype html>
+# The one inline style every page shares; the Content-Security-Policy allows exactly it, by its hash.
+STYLE = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5}"
+_PAGE = (
+    """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5}}</style>
+<style>"""
+    + STYLE.replace("{", "{{").replace("}", "}}")
+    + """</style>
 </head>
 <body><h1>{title}</h1>{content}</body>
 </html>
 """
+)
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
+def content_security_policy(form_targets: Iterable[str] = ()) -> str:
+    """The policy of every HTML page: nothing loads but the shared style; forms post to us or `form_targets`
+    (the origins a form's answer may redirect to, such as Google's consent screen)."""
+    digest = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+    origins = sorted({f"{p.scheme}://{p.netloc}" for p in map(urlsplit, form_targets) if p.scheme and p.netloc})
+    return "; ".join(
+        (
+            "default-src 'none'",
+            f"style-src 'sha256-{digest}'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+            " ".join(("form-action 'self'", *origins)),
+        )
+    )
 
 
 def wants_json(request: Request) -> bool:

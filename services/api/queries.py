@@ -6,7 +6,7 @@ import datetime as dt
 import hmac
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import IntegrationInactive, IntegrationNotFound
@@ -14,6 +14,9 @@ from common.health import unhealthy_integrations
 from common.models import ACTIVE, Insight, Integration, User
 from common.users import key_digest
 from services.api.serialize import insight_json, integration_json
+
+# A row's place in the answer's order: (date, location, metric).
+InsightKey = tuple[dt.date, str, str]
 
 
 def owned(s: Session, user_id: int, integration_id: int) -> Integration:
@@ -77,16 +80,23 @@ def authorize_work(sessions: sessionmaker[Session], api_key: str, integration_id
 
 
 def list_insights(
-    sessions: sessionmaker[Session], user_id: int, integration_id: int, start: dt.date, end: dt.date
+    sessions: sessionmaker[Session],
+    user_id: int,
+    integration_id: int,
+    start: dt.date,
+    end: dt.date,
+    *,
+    after: InsightKey | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The rows of the range by (date, location, metric), those after `after` only, at most `limit`."""
+    query = select(Insight).where(Insight.integration_id == integration_id, Insight.date >= start, Insight.date <= end)
+    if after is not None:
+        query = query.where(tuple_(Insight.date, Insight.location, Insight.metric) > tuple_(*map(literal, after)))
+    query = query.order_by(Insight.date, Insight.location, Insight.metric).limit(limit)
     with sessions() as s:
         owned(s, user_id, integration_id)
-        rows = s.execute(
-            select(Insight)
-            .where(Insight.integration_id == integration_id, Insight.date >= start, Insight.date <= end)
-            .order_by(Insight.date, Insight.location, Insight.metric)
-        ).scalars()
-        return [insight_json(r) for r in rows]
+        return [insight_json(r) for r in s.execute(query).scalars()]
 
 
 def token_health(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:

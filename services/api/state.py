@@ -1,9 +1,9 @@
-"""What the API's handlers share: the container, the broker gateway, metrics and signers."""
+"""What the API's handlers share: the container, the broker gateway, metrics, signers and the rate limiter."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from starlette.requests import Request
 
@@ -11,6 +11,9 @@ from common.bootstrap import Container
 from common.signing import Signer
 from services.api.metrics import ApiMetrics
 from services.api.publishing import BrokerGateway
+
+if TYPE_CHECKING:
+    from services.api.rate_limit import RateLimiter
 
 
 @dataclass
@@ -21,6 +24,7 @@ class ApiState:
     gateway: BrokerGateway
     metrics: ApiMetrics
     done_signer: Signer
+    limiter: RateLimiter
 
 
 def api_state(request: Request) -> ApiState:

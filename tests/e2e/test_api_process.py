@@ -32,6 +32,7 @@ ADMIN_KEY = "e2e-admin-key-" + os.urandom(16).hex()
 class RunningApi:
     url: str
     amqp_url: str
+    metrics_url: str
     log_path: Path
     process: subprocess.Popen[bytes]
 
@@ -41,7 +42,7 @@ class RunningApi:
 
 @pytest.fixture
 def running_api(pg_url: str, google: FakeGoogleServer, tmp_path: Path) -> Iterator[RunningApi]:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     with own_vhost() as amqp_url:
         env = {
@@ -53,6 +54,7 @@ def running_api(pg_url: str, google: FakeGoogleServer, tmp_path: Path) -> Iterat
             "TOKEN_ENCRYPTION_KEYS": TEST_KEYS,
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
+            "METRICS_PORT": str(metrics_port),
             "PUBLIC_BASE_URL": url,
             "ADMIN_API_KEY": ADMIN_KEY,
             "LOG_FORMAT": "json",
@@ -64,7 +66,7 @@ def running_api(pg_url: str, google: FakeGoogleServer, tmp_path: Path) -> Iterat
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.api"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        running = RunningApi(url, amqp_url, log_path, process)
+        running = RunningApi(url, amqp_url, f"http://127.0.0.1:{metrics_port}/metrics", log_path, process)
         try:
             _wait_healthy(running)
             yield running
@@ -108,6 +110,11 @@ def test_the_api_process_connects_an_account_queues_a_sync_and_logs_json_without
         shown = http.get(f"/integrations/{iid}", headers=bearer(key)).json()
         assert shown["status"] == "active"
         assert http.get("/admin/token-health", headers=bearer(ADMIN_KEY)).status_code == 200
+        assert http.get("/metrics").status_code == 404, "METRICS_PORT takes /metrics off the public port"
+        metrics = httpx.get(running_api.metrics_url, timeout=10).text
+        assert (
+            'integrations_api_requests_total{method="POST",route="/integrations/{id}/sync",status="202"} 1.0' in metrics
+        )
 
     queued = [(m["actor_name"], m["args"], m["message_id"]) for m in drain(running_api.amqp_url, "sync")]
     assert queued[0][:2] == (INTEGRATION_CONNECTED, [iid])

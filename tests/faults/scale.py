@@ -42,6 +42,7 @@ class Scale:
     storm_kills: int
     # 6. fuzzing
     fuzz_examples: int
+    distinct_methods: int  # requests with a method each never seen before
     # 7. key rotation under load
     rotation_integrations: int
 
@@ -68,6 +69,7 @@ SHORT = Scale(
     storm_messages_each=2,
     storm_kills=3,
     fuzz_examples=8,
+    distinct_methods=300,
     rotation_integrations=40,
 )
 
@@ -93,6 +95,7 @@ FULL = Scale(
     storm_messages_each=6,
     storm_kills=8,
     fuzz_examples=60,
+    distinct_methods=20_000,
     rotation_integrations=2000,
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -226,3 +227,56 @@ def test_a_signed_value_is_checked_before_anything_in_it_is_parsed(scale: Scale,
     assert parsed == [], "nothing unsigned reached the parser"
     genuine = signer.sign({"i": 7}, 60)
     assert signer.verify(genuine)["i"] == 7
+
+
+HUGE_METHOD = "eyJ" * 4990 + "000001"  # the review's: a JWT prefix that never completes, 15 KB
+KNOWN = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"}
+
+
+def raw_request(url: str, method: str, path: str) -> str:
+    """Send one request exactly as given (httpx would upper-case the method); the status line of the answer."""
+    parsed = httpx.URL(url)
+    with socket.create_connection((parsed.host, parsed.port), timeout=30) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {parsed.host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0].decode()
+
+
+def request_series(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("integrations_api_request")]
+
+
+def test_huge_and_many_distinct_methods_get_a_4xx_and_leave_logs_and_metrics_bounded(
+    scale: Scale, module_lab: Lab, target: Target
+):
+    lab = module_lab
+    with httpx.Client(base_url=target.url, timeout=30) as http:
+        for method, path in (("WARMUP", "/healthz"), ("GET", "/healthz"), ("GET", "/metrics")):
+            http.request(method, path)
+        before = request_series(http.get("/metrics").text)
+        for _ in range(4):
+            status = raw_request(target.url, HUGE_METHOD, "/healthz")
+            assert status.split(" ")[1].startswith("4"), status[:80]
+        for n in range(scale.distinct_methods):
+            resp = http.request(f"M{n}X", "/healthz")
+            assert resp.status_code == 405, resp.text
+        assert http.get("/healthz").status_code == 200
+        text = http.get("/metrics").text
+    after = request_series(text)
+    assert len(after) == len(before), "no series for any new method"
+    assert f'method="M{scale.distinct_methods - 1}X"' not in text
+    api = next(p for p in lab.procs if p.name == "api")
+    api.read()
+    lines = [r for r in api.records if r.get("event") == "http.request"]
+    methods = {r["method"] for r in lines}
+    assert methods <= KNOWN, sorted(methods - KNOWN)[:3]
+    assert max(len(line) for line in api.lines) < 4_096, "no log line carries the huge method"
+    figure(
+        f"6. fuzzing [{scale.name}]",
+        distinct_methods=scale.distinct_methods,
+        huge_methods=4,
+        request_series=len(after),
+        metrics_bytes=len(text),
+    )

@@ -111,6 +111,13 @@ def test_openapi_document_describes_every_endpoint_of_the_contract(api: Api) -> 
                     if "schema" in media:
                         resolve(doc, media["schema"])  # every $ref resolves
     assert doc["paths"]["/integrations/{id}"]["get"]["parameters"][0]["schema"]["type"] == "integer"
+    insights = doc["paths"]["/integrations/{id}/insights"]["get"]
+    limit = next(p for p in insights["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 5000) and "1000" in limit["description"]
+    assert "Link" in insights["responses"]["200"]["headers"]
+    for path, method in (("/integrations/{id}/sync", "post"), ("/integrations/{id}/refresh", "post")):
+        assert "Retry-After" in doc["paths"][path][method]["responses"]["429"]["headers"], path
+    assert "429" in doc["paths"]["/integrations/google/connect"]["post"]["responses"]
 
 
 def test_real_responses_match_the_openapi_document(api: Api) -> None:

@@ -110,6 +110,30 @@ def test_secrets_hide_their_value_in_repr_and_str() -> None:
         assert value not in text
 
 
+@pytest.mark.parametrize(
+    ("database_url", "broker_url", "shown"),
+    [
+        (
+            "postgresql+psycopg://app:pg-pass%40word@db.internal:5432/integrations",
+            "amqp://rabbit:mq-pass-word@mq.internal:5672/%2F",
+            ("postgresql+psycopg://app:**********@db.internal:5432/integrations", "amqp://rabbit:**********@mq"),
+        ),
+        ("postgresql+psycopg://:pg-pass-word@db/x", "amqps://u:mq-pass-word@[::1]:5671/v", ("db/x", "[::1]:5671")),
+        ("sqlite:///var/pg-pass-word.db", "memory://", ("sqlite:///var/pg-pass-word.db",)),
+    ],
+)
+def test_settings_repr_masks_the_passwords_in_database_and_broker_urls(
+    database_url: str, broker_url: str, shown: tuple[str, ...]
+) -> None:
+    s = Settings(database_url=database_url, broker_url=broker_url)
+    for text in (repr(s), str(s), f"{s}", repr([s])):
+        if not database_url.startswith("sqlite"):
+            assert "pg-pass" not in text and "mq-pass" not in text
+        for part in shown:
+            assert part in text
+    assert s.database_url == database_url, "the value itself is untouched"
+
+
 def test_standalone_keys_are_generated_once_private_and_reused(tmp_path: Path) -> None:
     var = tmp_path / "var"
     first = load_settings({"VAR_DIR": str(var)})

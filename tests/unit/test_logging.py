@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import re._parser as re_parser
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from common.logging import REDACTED, configure_logging, get_logger
+from common.logging import _SECRET_VALUE, MAX_LOGGED_CHARS, REDACTED, configure_logging, get_logger
 
 ACCESS = "ya29.a0AfB_byC-secret-access-token_value"
 REFRESH = "1//0gSecretRefreshToken-abc_def"
@@ -181,3 +183,78 @@ def test_the_scheduler_run_key_is_not_a_secret(out: io.StringIO) -> None:
     (line,) = lines(out)
     assert line["run_key"] == "refresh_all@2026-11-27T02:00Z"
     assert line["api_key"] == REDACTED and line["signing_key"] == REDACTED
+
+
+HOSTILE = "eyJ" * 4990 + "000001"  # the review's HTTP method: a JWT-like prefix that never completes
+
+
+def _repeats(pattern: re.Pattern[str]) -> list[str]:
+    """Every quantifier of `pattern` that can give back what it matched (so can backtrack)."""
+    found: list[str] = []
+
+    def walk(items: Any) -> None:
+        for op, arg in items:
+            name = str(op)
+            if name in ("MAX_REPEAT", "MIN_REPEAT") and arg[1] > 1:
+                found.append(f"{name}{arg[:2]}")
+            for child in arg if isinstance(arg, list | tuple) else ():
+                if isinstance(child, re_parser.SubPattern):
+                    walk(child)
+                elif isinstance(child, list | tuple):
+                    for grand in child:
+                        if isinstance(grand, re_parser.SubPattern):
+                            walk(grand)
+
+    walk(re_parser.parse(pattern.pattern, pattern.flags))
+    return found
+
+
+def test_redaction_patterns_cannot_backtrack() -> None:
+    """Linear by construction: every run is possessive, so no input makes the engine retry a run it matched."""
+    assert _repeats(_SECRET_VALUE) == []
+
+
+def test_a_hostile_value_is_scrubbed_once_and_capped(out: io.StringIO) -> None:
+    get_logger("integrations.test").info("http.request", method=HOSTILE, note="x" * 40_000)
+    [line] = lines(out)
+    assert len(line["method"]) <= MAX_LOGGED_CHARS + 64 and len(line["note"]) <= MAX_LOGGED_CHARS + 64
+    assert "chars dropped" in line["note"]
+    assert line["method"] == f"[{len(HOSTILE)} chars dropped]", "one run of token characters: nothing of it is kept"
+
+
+def test_a_cut_never_leaves_half_a_token_on_either_side(out: io.StringIO) -> None:
+    value = "start " + REFRESH + "x" * 20_000 + " end"
+    get_logger("integrations.test").info("long", value=value, secret_run="a" * 5_000 + ACCESS[5:] + "b" * 9_000)
+    [line] = lines(out)
+    assert line["value"].startswith("start ") and line["value"].endswith(" end")
+    assert "0gSecretRefreshToken" not in out.getvalue() and ACCESS[5:] not in out.getvalue()
+
+
+class _Carrier:
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    def __str__(self) -> str:
+        return f"request to https://oauth2.example/token?refresh_token={self.secret} with Bearer {ACCESS}"
+
+    __repr__ = __str__
+
+
+def test_objects_are_rendered_to_text_before_scrubbing(out: io.StringIO) -> None:
+    deep: Any = {"x": _Carrier("deep-secret-value")}
+    for _ in range(8):
+        deep = {"d": deep}
+    get_logger("integrations.test").info(
+        "sync.failed", error=ValueError(f"got {REFRESH}"), request=_Carrier("obj-secret-value"), deep=deep
+    )
+    text = out.getvalue()
+    assert "obj-secret-value" not in text and "deep-secret-value" not in text
+    assert_clean(out)
+    [line] = lines(out)
+    assert line["error"] == f"got {REDACTED}"
+
+
+def test_stdlib_arguments_that_are_objects_are_scrubbed(out: io.StringIO) -> None:
+    logging.getLogger("dramatiq.worker").warning("failed %s", _Carrier("stdlib-secret-value"))
+    assert "stdlib-secret-value" not in out.getvalue()
+    assert_clean(out)
