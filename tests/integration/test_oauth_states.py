@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
+from starlette.testclient import TestClient
 
 from common.broker import make_broker
 from common.config import MEMORY_BROKER
@@ -16,7 +18,8 @@ from common.users import create_user
 from services.api.oauth_flow import MAX_OPEN_STATES, STATE_TTL, add_state
 from services.scheduler.housekeeping import purge_oauth_states
 from services.scheduler.scheduler import NightlyScheduler
-from tests.support.api import Api, consent, start
+from tests.conftest import make_settings
+from tests.support.api import Api, build_app, close, consent, start
 from tests.support.flows import new_email
 from tests.support.polling import wait_for
 
@@ -28,6 +31,16 @@ JSON = {"Accept": "application/json"}
 def states_of(c, user_id: int) -> list[OAuthState]:
     with c.sessions() as s:
         return list(s.scalars(select(OAuthState).where(OAuthState.user_id == user_id)))
+
+
+@pytest.fixture
+def api(pg_url, google, api_vhost) -> Iterator[Api]:
+    """The API with its per-key rate limit off: this test opens more flows than the limit's burst allows."""
+    settings = make_settings(pg_url, google, broker_url=api_vhost, api_rate_limit_per_minute=0)
+    app, c = build_app(settings, api_vhost)
+    with TestClient(app) as client:
+        yield Api(client, c, api_vhost, google)
+    close(c)
 
 
 def test_a_user_holds_at_most_the_cap_of_open_states_and_the_newest_still_work(api: Api):
