@@ -7,6 +7,7 @@ import sys
 import threading
 from types import FrameType
 
+from common.broker_check import wait_for_broker
 from common.config import MEMORY_BROKER, Settings
 
 
@@ -16,6 +17,15 @@ def require_rabbitmq(settings: Settings, service: str) -> bool:
         return True
     print(f"error: the {service} needs RabbitMQ: set BROKER_URL=amqp://user:pass@host:5672/vhost", file=sys.stderr)
     return False
+
+
+def broker_ready(settings: Settings, service: str, stop: threading.Event) -> int | None:
+    """Wait for RabbitMQ: None to go on; an exit code when it refused us (2, said on stderr) or `stop` came (0)."""
+    problem = wait_for_broker(settings.broker_url, service, stop)
+    if problem is not None:
+        print(f"error: the {service} cannot start: {problem.reason}", file=sys.stderr)
+        return 2
+    return 0 if stop.is_set() else None
 
 
 def stop_on_signals() -> threading.Event:

@@ -8,13 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import dramatiq
 import pika.exceptions
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from common.bootstrap import Container, bootstrap
+from common.broker_check import describe
 from common.cipher import valid_key_id
 from common.config import MEMORY_BROKER, Settings, check_database_url, load_settings
 from common.errors import ConfigError
@@ -47,13 +47,10 @@ def _publish(settings: Settings, actor_name: str, *args: object) -> str:
     from common.broker import make_broker
 
     broker = make_broker(settings.broker_url)
-    parts = urlsplit(settings.broker_url)
-    where = f"{parts.hostname}:{parts.port or 5672}"
     try:
         return send(broker, actor_name, *args)
     except (dramatiq.errors.BrokerError, pika.exceptions.AMQPError, OSError) as exc:
-        reason = type(exc).__name__
-        raise Failed(f"the message broker at {where} is unreachable or refused the message ({reason})") from None
+        raise Failed(f"could not publish: {describe(exc, settings.broker_url).reason}") from None
     finally:
         broker.close()
 

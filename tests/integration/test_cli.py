@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -157,8 +158,26 @@ def test_refresh_tokens_fails_fast_when_the_broker_is_unreachable(cli):
         result = cli("refresh-tokens", BROKER_URL=f"amqp://guest:guest@127.0.0.1:{closed_port}/%2F")
 
     assert result.returncode == 1
-    assert "broker" in result.stderr and "unreachable" in result.stderr
+    assert f"RabbitMQ at 127.0.0.1:{closed_port}" in result.stderr and "connection refused" in result.stderr
     assert "guest:guest" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "password", "names"),
+    [
+        ("/no-such-vhost", "guest", "vhost refused (530 NOT_ALLOWED - vhost no-such-vhost not found)"),
+        ("/%2F", "wrong-password", "login refused (403 ACCESS_REFUSED"),
+    ],
+)
+def test_refresh_tokens_passes_on_rabbitmqs_reason_for_a_refusal(cli, amqp_url, path, password, names):
+    server = urlsplit(amqp_url)
+    result = cli(
+        "refresh-tokens", BROKER_URL=f"amqp://{server.username}:{password}@{server.netloc.split('@')[1]}{path}"
+    )
+
+    assert result.returncode == 1
+    assert names in result.stderr, result.stderr
+    assert "wrong-password" not in result.stderr
 
 
 def test_sync_publishes_one_message_and_refuses_unknown_ids(cli, c, broker):
