@@ -7,7 +7,12 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: install test test-faults lint migrate demo run api worker scheduler notifier refresh bench up down lock
 
+# The check the Makefile runs on an interpreter before it builds or uses .venv/ with it.
+PY_CHECK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+
 $(STAMP): requirements.lock pyproject.toml
+	@$(PY) $(PY_CHECK) 2>/dev/null || { echo "error: Python 3.11 or newer is needed; $(PY) is $$($(PY) --version 2>&1). Run make with PY=python3.11 (or newer)." >&2; exit 2; }
+	@if [ -e $(BIN)/python ] && ! $(BIN)/python $(PY_CHECK) 2>/dev/null; then echo "Rebuilding $(VENV): it was made by $$($(BIN)/python --version 2>&1), older than 3.11"; rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
