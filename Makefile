@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install test test-faults lint migrate demo run api worker scheduler notifier refresh bench up down lock
+.PHONY: install test test-faults lint migrate demo run api worker scheduler notifier fake-google refresh bench up down lock
 
 # The check the Makefile runs on an interpreter before it builds or uses .venv/ with it.
 PY_CHECK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
@@ -45,13 +45,17 @@ api: $(STAMP)
 	$(BIN)/python -m services.api
 
 worker: $(STAMP)
-	$(BIN)/python -m services.worker
+	$(BIN)/python -m services.worker $(WORKER_ARGS)
 
 scheduler: $(STAMP)
 	$(BIN)/python -m services.scheduler
 
 notifier: $(STAMP)
 	$(BIN)/python -m services.notifier
+
+FAKE_GOOGLE_PORT ?= 8765
+fake-google: $(STAMP)
+	$(BIN)/python -m services.fake_google --port $(FAKE_GOOGLE_PORT) --env-file var/fake-google.env
 
 refresh: $(STAMP)
 	$(BIN)/integrations refresh-tokens
