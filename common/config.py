@@ -163,23 +163,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"API_PORT must be a TCP port (0-65535), got {s.api_port}")
     if not s.public_base_url.startswith(("http://", "https://")):
         raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
-    client = {"GOOGLE_CLIENT_ID": s.google_client_id, "GOOGLE_CLIENT_SECRET": s.google_client_secret.reveal()}
-    for name, value in client.items():
-        if looks_like_placeholder(value):
-            raise ConfigError(
-                f"{name} is a placeholder: set your OAuth client's (Google Cloud console, a Web application client), "
-                "or use the fake Google: `make fake-google` prints the variables to export; "
-                "`make run` uses its built-in fake when GOOGLE_* are unset"
-            )
+    from common.weak_secrets import check_oauth_client
 
-
-_PLACEHOLDERS = {"change-me", "changeme", "change-me-too", "your-client-id", "your-client-secret", "xxx", "todo"}
-
-
-def looks_like_placeholder(value: str) -> bool:
-    """A value copied from documentation rather than set: `...`, `<your id>`, `change-me` and the like."""
-    v = value.strip().lower()
-    return bool(v) and ("..." in v or "\u2026" in v or (v.startswith("<") and v.endswith(">")) or v in _PLACEHOLDERS)
+    check_oauth_client(s)  # in standalone mode too: exported placeholders would replace the built-in fake
 
 
 def _with(s: Settings, **changes: object) -> Settings:

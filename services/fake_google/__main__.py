@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"fake google listening on http://{host}:{port}", flush=True)
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in fake_env(f"http://{host}:{port}", fake.client_id, fake.client_secret).items())
+    exports = "".join(
+        f"export {k}={shlex.quote(v)}\n"
+        for k, v in fake_env(f"http://{host}:{port}", fake.client_id, fake.client_secret).items()
+    )
     print("Point a service at it with these variables:\n" + exports, end="", flush=True)
     if args.env_file:
         path = Path(args.env_file)
