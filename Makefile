@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install test test-faults lint migrate demo run api worker scheduler notifier fake-google refresh bench up down lock
+.PHONY: install test test-faults lint migrate demo run api worker scheduler notifier fake-google refresh bench dotenv up up-demo down lock
 
 # The check the Makefile runs on an interpreter before it builds or uses .venv/ with it.
 PY_CHECK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
@@ -63,11 +63,19 @@ refresh: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Docker Compose (no local Python needed): `make dotenv` once, then `make up` (your Google client in .env),
+# or `make dotenv DEMO=1` once, then `make up-demo` (the fake Google). `make down` stops the stack; its volumes (the database) are kept.
+dotenv:
+	DEMO=$(DEMO) sh scripts/dotenv.sh
+
 up:
 	docker compose up -d --build
 
+up-demo:
+	docker compose -f compose.yaml -f compose.demo.yaml --profile demo up -d --build
+
 down:
-	docker compose down
+	docker compose -f compose.yaml -f compose.demo.yaml --profile demo down
 
 # Regenerate the lock file from pyproject.toml's dependencies (needs network access to PyPI).
 lock:
@@ -75,4 +83,8 @@ lock:
 	.lockvenv/bin/python -m pip install --quiet --upgrade pip
 	.lockvenv/bin/python -m pip install --quiet ".[dev]"
 	.lockvenv/bin/python -m pip freeze --exclude integrations > requirements.lock
+	rm -rf .lockvenv && $(PY) -m venv .lockvenv
+	.lockvenv/bin/python -m pip install --quiet -c requirements.lock .
+	{ sed -n 1,2p requirements-prod.lock; .lockvenv/bin/python -m pip freeze --exclude integrations; } > requirements-prod.lock.new
+	mv requirements-prod.lock.new requirements-prod.lock
 	rm -rf .lockvenv
