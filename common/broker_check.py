@@ -11,34 +11,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
 
-from common.logging import get_logger
-
-log = get_logger("integrations.broker")
+from common.reachability import Unreachable, wait_until_reachable
 
 _REPLY = re.compile(r"\((\d{3})\) ['\"]([^'\"]{0,300})['\"]")
 _SOCKET_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class BrokerProblem:
-    """Why RabbitMQ could not be used: `fatal` when retrying cannot fix it."""
-
-    fatal: bool
-    cause: str  # RabbitMQ's own words, or the socket's; names no host
-    at: str = ""
-    advice: str = ""
-
-    @property
-    def reason(self) -> str:
-        advice = f"; {self.advice}" if self.advice else ""
-        return f"RabbitMQ at {self.at}: {self.cause}{advice}"
 
 
 def where(url: str) -> str:
@@ -48,26 +29,26 @@ def where(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 5672} (vhost {vhost!r})"
 
 
-def describe(exc: BaseException, url: str | None = None) -> BrokerProblem:
+def describe(exc: BaseException, url: str | None = None) -> Unreachable:
     """The problem behind a pika (or socket) error, in an operator's words (`at` names the URL's host, if given)."""
     reply = _broker_reply(exc)
     at = where(url) if url else "?"
     if isinstance(exc, pika.exceptions.ProbableAuthenticationError) or (reply and reply.startswith("403")):
         cause = f"login refused ({reply or 'ACCESS_REFUSED'})"
-        return BrokerProblem(True, cause, at, "check the user and password in BROKER_URL")
+        return Unreachable(True, cause, at, "check the user and password in BROKER_URL")
     if isinstance(exc, pika.exceptions.ProbableAccessDeniedError) or (reply and reply.startswith("530")):
         cause = f"vhost refused ({reply or 'NOT_ALLOWED'})"
         advice = "create it (rabbitmqctl add_vhost NAME, then set_permissions) or fix the path of BROKER_URL"
-        return BrokerProblem(True, cause, at, advice)
+        return Unreachable(True, cause, at, advice)
     root = _root_cause(exc)
     text = str(root).lower()
     if isinstance(root, ConnectionRefusedError) or "connection refused" in text:
-        return BrokerProblem(False, "connection refused", at, "is RabbitMQ running on that port?")
+        return Unreachable(False, "connection refused", at, "is RabbitMQ running on that port?")
     if isinstance(root, TimeoutError) or "timed out" in text:
-        return BrokerProblem(False, "no answer in time", at)
+        return Unreachable(False, "no answer in time", at)
     if "name or service not known" in text or "nodename nor servname" in text:
-        return BrokerProblem(False, "host name cannot be resolved", at, "check the host of BROKER_URL")
-    return BrokerProblem(False, f"unavailable ({type(root).__name__})", at)
+        return Unreachable(False, "host name cannot be resolved", at, "check the host of BROKER_URL")
+    return Unreachable(False, f"unavailable ({type(root).__name__})", at)
 
 
 def check(url: str) -> None:
@@ -83,32 +64,9 @@ def check(url: str) -> None:
         pika_log.setLevel(level)
 
 
-def wait_for_broker(
-    url: str,
-    service: str,
-    stop: threading.Event,
-    *,
-    connect: Callable[[str], None] = check,
-    max_delay: float = 30.0,
-) -> BrokerProblem | None:
-    """Block until RabbitMQ takes a connection (None), a fatal refusal (its problem), or `stop` is set."""
-    delay, attempt = 1.0, 0
-    while not stop.is_set():
-        attempt += 1
-        try:
-            connect(url)
-        except Exception as exc:
-            problem = describe(exc, url)
-            if problem.fatal:
-                return problem
-            log.warning("broker.unavailable", service=service, attempt=attempt, retry_in_s=delay, reason=problem.reason)
-            stop.wait(delay)
-            delay = min(delay * 2, max_delay)
-            continue
-        if attempt > 1:
-            log.info("broker.available", service=service, attempt=attempt)
-        return None
-    return None
+def wait_for_broker(url: str, service: str, stop: threading.Event) -> Unreachable | None:
+    """Block until RabbitMQ takes a connection (None), a refusal (its problem), or `stop` is set."""
+    return wait_until_reachable("broker", lambda: check(url), lambda exc: describe(exc, url), service, stop)
 
 
 def _broker_reply(exc: BaseException) -> str | None:

@@ -9,6 +9,7 @@ from types import FrameType
 
 from common.broker_check import wait_for_broker
 from common.config import MEMORY_BROKER, Settings
+from common.database_check import wait_for_database
 
 
 def require_rabbitmq(settings: Settings, service: str) -> bool:
@@ -19,13 +20,17 @@ def require_rabbitmq(settings: Settings, service: str) -> bool:
     return False
 
 
-def broker_ready(settings: Settings, service: str, stop: threading.Event) -> int | None:
-    """Wait for RabbitMQ: None to go on; an exit code when it refused us (2, said on stderr) or `stop` came (0)."""
-    problem = wait_for_broker(settings.broker_url, service, stop)
-    if problem is not None:
-        print(f"error: the {service} cannot start: {problem.reason}", file=sys.stderr)
-        return 2
-    return 0 if stop.is_set() else None
+def dependencies_ready(settings: Settings, service: str, stop: threading.Event) -> int | None:
+    """Wait for the database and RabbitMQ: None to go on; an exit code when one refused us (2, said on stderr,
+    naming the server's reason) or `stop` came first (0)."""
+    for wait, url in ((wait_for_database, settings.database_url), (wait_for_broker, settings.broker_url)):
+        problem = wait(url, service, stop)
+        if problem is not None:
+            print(f"error: the {service} cannot start: {problem.reason}", file=sys.stderr)
+            return 2
+        if stop.is_set():
+            return 0
+    return None
 
 
 def stop_on_signals() -> threading.Event:

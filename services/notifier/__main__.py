@@ -15,7 +15,7 @@ from common.broker import make_broker
 from common.config import load_settings
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
-from common.process import broker_ready, require_rabbitmq, stop_on_signals
+from common.process import dependencies_ready, require_rabbitmq, stop_on_signals
 from common.tasks import NOTIFY_QUEUE
 from services.notifier.actors import declare_actors
 
@@ -34,7 +34,7 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
     log = get_logger("integrations.notifier")
     stop = stop_on_signals()
-    code = broker_ready(settings, "notifier", stop)
+    code = dependencies_ready(settings, "notifier", stop)
     if code is not None:
         return code
     broker = make_broker(settings.broker_url)

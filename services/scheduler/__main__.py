@@ -14,7 +14,7 @@ from common.config import load_settings
 from common.cron import CronSchedule
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
-from common.process import broker_ready, require_rabbitmq, stop_on_signals
+from common.process import dependencies_ready, require_rabbitmq, stop_on_signals
 from services.scheduler.scheduler import NightlyScheduler, declare_periodic_stub
 
 
@@ -29,7 +29,7 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     stop = stop_on_signals()
-    code = broker_ready(settings, "scheduler", stop)
+    code = dependencies_ready(settings, "scheduler", stop)
     if code is not None:
         return code
     broker = make_broker(settings.broker_url)

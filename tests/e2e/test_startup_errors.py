@@ -1,4 +1,4 @@
-"""A wrong BROKER_URL on the real RabbitMQ: each service names the reason, exits on a refusal, retries an outage.
+"""Start-up on a wrong BROKER_URL or DATABASE_URL: each service names the reason, exits on a refusal, retries an outage.
 
 A missing vhost or a refused login cannot be fixed by retrying: the worker, scheduler and notifier exit 2
 with one line naming the cause. Nothing listening (a wrong port, RabbitMQ down) may be an outage: the
@@ -19,6 +19,7 @@ import pytest
 
 from services.fake_google import FakeGoogleServer
 from tests.conftest import TEST_KEYS
+from tests.support import services
 from tests.support.net import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -114,3 +115,31 @@ def test_a_wrong_port_is_retried_quietly_with_backoff_until_stopped(
     assert len(lines) <= len(attempts) + 2, "\n".join(lines[:20])
     assert '"retry_in_s": 1.0' in attempts[0] and '"retry_in_s": 2.0' in attempts[1]
     assert code == 0
+
+
+def _db_with(pg_url: str, *, user: str | None = None, database: str | None = None) -> str:
+    parts = urlsplit(pg_url)
+    netloc = f"{user or parts.username}@{parts.hostname}:{parts.port or 5432}"
+    return urlunsplit(parts._replace(netloc=netloc, path="/" + (database or parts.path[1:])))
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"database": "no_such_database_here"}, 'database "no_such_database_here" does not exist'),
+        ({"user": "no_such_role_here"}, 'role "no_such_role_here" does not exist'),
+        ({"database": "<fresh>"}, "the schema is missing or out of date; run `integrations db upgrade`"),
+    ],
+)
+def test_a_database_that_refuses_us_ends_the_worker_with_postgresqls_reason(
+    change: dict[str, str], names: str, pg_url: str, amqp_url: str, google: FakeGoogleServer, tmp_path: Path
+) -> None:
+    if change.get("database") == "<fresh>":  # a database of its own that was never migrated
+        with services.temporary_database(services.database_server_url()) as empty:
+            done = _run("services.worker", _env(empty, amqp_url, google, tmp_path))
+    else:
+        done = _run("services.worker", _env(_db_with(pg_url, **change), amqp_url, google, tmp_path))
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "PostgreSQL at" in errors[0] and names in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
