@@ -2,8 +2,9 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY requirements.lock pyproject.toml ./
-RUN python -m pip install -r requirements.lock
+# The runtime dependencies only: no test or development tools in the image.
+COPY requirements-prod.lock pyproject.toml ./
+RUN python -m pip install -r requirements-prod.lock
 COPY common ./common
 COPY services ./services
 COPY migrations ./migrations

@@ -77,6 +77,11 @@ class TokenCipher:
     def primary_key_id(self) -> str:
         return self._primary
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every key id of the ring, the primary first."""
+        return (self._primary, *(k for k in self._keys if k != self._primary))
+
     def __repr__(self) -> str:
         return f"TokenCipher(primary={self._primary!r}, keys={sorted(self._keys)!r})"
 

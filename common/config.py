@@ -192,6 +192,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError("API_RATE_LIMIT_PER_MINUTE must not be negative and API_RATE_LIMIT_BURST must be at least 1")
     if not s.public_base_url.startswith(("http://", "https://")):
         raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
+    from common.weak_secrets import check_oauth_client
+
+    check_oauth_client(s)  # in standalone mode too: exported placeholders would replace the built-in fake
 
 
 def _with(s: Settings, **changes: object) -> Settings:

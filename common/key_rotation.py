@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from common.cipher import PREFIX, TokenCipher, generate_key_spec
@@ -17,7 +17,7 @@ from common.errors import CipherError
 from common.logging import get_logger
 from common.models import Integration
 
-__all__ = ["RotationReport", "generate_key_spec", "rotate_keys"]
+__all__ = ["RotationReport", "generate_key_spec", "left_on_old_keys", "rotate_keys"]
 
 log = get_logger("integrations.keys")
 _FIELDS = ("access_token", "refresh_token")
@@ -77,6 +77,14 @@ def rotate_keys(
         failed=report.failed,
     )
     return report
+
+
+def left_on_old_keys(sessions: sessionmaker[Session], primary: str) -> int:
+    """How many integrations still hold a token under a key other than `primary`."""
+    cols = (Integration.access_token_enc, Integration.refresh_token_enc)
+    with sessions() as s:
+        stmt = select(func.count()).where(or_(*(_on_old_key(c, primary) for c in cols)))
+        return int(s.execute(stmt).scalar_one())
 
 
 def _on_old_key(column: InstrumentedAttribute[str | None], primary: str) -> ColumnElement[bool]:

@@ -8,12 +8,12 @@ import secrets
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import IntegrationsError, InvalidEmail
-from common.models import User
+from common.models import Integration, User
 
 KEY_PREFIX = "ik_"
 MAX_EMAIL_LENGTH = 254
@@ -21,6 +21,10 @@ MAX_EMAIL_LENGTH = 254
 
 class UserExists(IntegrationsError):
     """A user with that email exists already."""
+
+
+class UnknownUser(IntegrationsError):
+    """No user has that email."""
 
 
 def hash_key(api_key: str) -> str:
@@ -79,3 +83,29 @@ def authenticate(session: Session, api_key: str) -> User | None:
     if user is None or not hmac.compare_digest(user.api_key_hash, digest):
         return None
     return user
+
+
+def new_key(sessions: sessionmaker[Session], email: str) -> tuple[int, str]:
+    """Give the user a new API key and return (id, key); the old key stops working at once."""
+    api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with sessions.begin() as s:
+        user = s.execute(select(User).where(User.email == email.strip().lower())).scalar_one_or_none()
+        if user is None:
+            raise UnknownUser(f"no user has email {email.strip().lower()}")
+        user.api_key_hash = hash_key(api_key)
+        return user.id, api_key
+
+
+def list_users(sessions: sessionmaker[Session]) -> list[dict[str, object]]:
+    """Every user with the number of their integrations, oldest first (never a key or its hash)."""
+    with sessions() as s:
+        rows = s.execute(
+            select(User.id, User.email, User.created_at, func.count(Integration.id))
+            .outerjoin(Integration, Integration.user_id == User.id)
+            .group_by(User.id, User.email, User.created_at)
+            .order_by(User.id)
+        ).all()
+    return [
+        {"id": uid, "email": email, "integrations": n, "created_at": created.isoformat()}
+        for uid, email, created, n in rows
+    ]

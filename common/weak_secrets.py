@@ -45,6 +45,26 @@ def is_placeholder(value: str) -> bool:
     return v in PLACEHOLDERS or any(marker in v for marker in _MARKERS)
 
 
+def is_doc_placeholder(value: str) -> bool:
+    """A value copied from documentation rather than set: `...`, `<your id>`, `your-client-id`, or a known one."""
+    v = value.strip().lower()
+    if not v:
+        return False
+    return is_placeholder(v) or "..." in v or "\u2026" in v or (v[0] == "<" and v[-1] == ">") or v.startswith("your-")
+
+
+def check_oauth_client(s: Settings) -> None:
+    """ConfigError for a GOOGLE_CLIENT_ID or GOOGLE_CLIENT_SECRET copied from documentation, naming the fix."""
+    client = {"GOOGLE_CLIENT_ID": s.google_client_id, "GOOGLE_CLIENT_SECRET": s.google_client_secret.reveal()}
+    for name, value in client.items():
+        if is_doc_placeholder(value):
+            raise ConfigError(
+                f"{name} is a placeholder: set your OAuth client's (Google Cloud console, a Web application client), "
+                "or use the fake Google: `make fake-google` prints the variables to export; "
+                "`make run` uses its built-in fake when GOOGLE_* are unset"
+            )
+
+
 def check_secrets(s: Settings) -> None:
     """ConfigError naming the variable (never its value) for a placeholder secret or a short admin key."""
     admin = s.admin_api_key.reveal()
@@ -54,8 +74,6 @@ def check_secrets(s: Settings) -> None:
         raise ConfigError(
             f"ADMIN_API_KEY must be at least {MIN_ADMIN_KEY_LENGTH} characters (it has {len(admin)}): {HOW_TO_GENERATE}"
         )
-    if is_placeholder(s.google_client_secret.reveal()):
-        raise ConfigError("GOOGLE_CLIENT_SECRET is a placeholder: set your OAuth client's secret")
     urls = {"DATABASE_URL": s.database_url, "BROKER_URL": s.broker_url, "SMTP_URL": s.smtp_url.reveal()}
     for name, url in urls.items():
         password = unquote(urlsplit(url).password or "")

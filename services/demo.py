@@ -39,7 +39,8 @@ class StepFailed(Exception):
 
 
 class Demo:
-    def __init__(self, system: System) -> None:
+    def __init__(self, system: System, *, serve: bool = False) -> None:
+        self.serve = serve
         self.system = system
         self.fake = system.fake_google.fake if system.fake_google else None
         self.api = httpx.Client(base_url=system.api_url, timeout=15)
@@ -209,12 +210,17 @@ class Demo:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
         for r in rows:
             print("  " + "  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+        var = Path(self.system.settings.var_dir)
+        print(f"\nLogs (JSON lines): {var / 'demo.log'}; emails: {var / 'mail'}/")
+        if not self.serve:
+            print("`make demo SERVE=1` keeps the system serving after the walkthrough, with curl lines to try.")
+            return
         url, iid = self.system.api_url, self.integration_id
-        print("\nTry next, while the system serves (`make demo SERVE=1` keeps it running after the walkthrough):")
+        week = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=7)).isoformat()
+        print("Try next, while the system serves:")
         print(f"  curl -H 'Authorization: Bearer {self.key}' {url}/integrations")
         print(f"  curl -X POST -H 'Authorization: Bearer {self.key}' {url}/integrations/{iid}/sync")
-        print(f"  curl -H 'Authorization: Bearer {self.key}' '{url}/integrations/{iid}/insights?start=2026-01-01'")
-        print(f"  logs (JSON lines): {Path(self.system.settings.var_dir) / 'demo.log'}")
+        print(f"  curl -H 'Authorization: Bearer {self.key}' '{url}/integrations/{iid}/insights?start={week}'")
 
 
 def demo_environment(environ: Mapping[str, str], demo_dir: Path, port: int) -> dict[str, str]:
@@ -266,7 +272,7 @@ def main() -> int:
     system = start_system(env, configure_logs=False)
     fake_url = system.fake_google.url if system.fake_google else "-"
     print(f"API at {system.api_url}; Google is the built-in FAKE at {fake_url}")
-    demo = Demo(system)
+    demo = Demo(system, serve=serve)
     try:
         demo.run()
         print(f"\nDemo finished in {time.monotonic() - started:.1f}s.")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -18,6 +19,10 @@ from tests.support import services
 TEST_KEYS = generate_key_spec("test1")
 # Outside standalone mode an admin key under 32 characters stops start-up.
 TEST_ADMIN_KEY = "test-admin-key-" + "0123456789abcdef" * 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    services.use_local_services(lambda line: print(line, file=sys.stderr))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

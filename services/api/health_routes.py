@@ -22,11 +22,13 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     state = api_state(request)
-    report = {"database": await _database(state), "broker": await _broker(state)}
+    broker, broker_cause = await _broker(state)
+    report = {"database": await _database(state), "broker": broker}
     down = [name for name, value in report.items() if value != "ok"]
     if not down:
         return JSONResponse(report)
-    message = f"Not ready: {' and '.join(down)} unavailable."
+    because = f" (broker: {broker_cause})" if broker_cause else ""
+    message = f"Not ready: {' and '.join(down)} unavailable{because}."
     return JSONResponse({**report, **error_body("not_ready", message)}, status_code=503)
 
 
@@ -45,14 +47,15 @@ async def _database(state: ApiState) -> str:
     return "ok"
 
 
-async def _broker(state: ApiState) -> str:
+async def _broker(state: ApiState) -> tuple[str, str]:
+    """The broker's state, and RabbitMQ's reason when it is not ok (no host or credentials in it)."""
     if state.gateway.broker is None:
-        return "not_configured"
+        return "not_configured", ""
     try:
         await state.gateway.ping()
-    except PublishFailed:
-        return "error"
-    return "ok"
+    except PublishFailed as exc:
+        return "error", str(exc).removeprefix("the message broker is unavailable: ")
+    return "ok", ""
 
 
 async def metrics(request: Request) -> Response:

@@ -20,6 +20,7 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from common.bootstrap import broker_publisher
+from common.broker_check import describe
 from common.errors import IntegrationsError
 from common.events import Event
 from common.logging import get_logger
@@ -109,8 +110,9 @@ class BrokerGateway:
             self._failed(what, "timeout", count)
             raise PublishFailed(f"the message broker did not answer within {self.timeout_seconds:g}s") from None
         except Exception as exc:  # any broker error means the message is not queued
-            self._failed(what, type(exc).__name__, count)
-            raise PublishFailed("the message broker is unavailable") from None
+            cause = describe(exc).cause
+            self._failed(what, cause, count)
+            raise PublishFailed(f"the message broker is unavailable: {cause}") from None
 
     def _guarded(self, fn: Callable[[], T]) -> T:
         try:

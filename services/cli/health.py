@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,9 +43,14 @@ def unhealthy(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
 
 def table(items: list[dict[str, Any]]) -> str:
     """A plain-text table of the report (one line per integration)."""
-    cells = [[_cell(item[c]) for c in COLUMNS] for item in items]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    return columns(COLUMNS, items)
+
+
+def columns(names: Sequence[str], items: list[dict[str, Any]]) -> str:
+    """A plain-text table of `items`' `names` fields, a header line first."""
+    cells = [[_cell(item[c]) for c in names] for item in items]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(names)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(names, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 

@@ -8,13 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import dramatiq
 import pika.exceptions
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from common.bootstrap import Container, bootstrap
+from common.broker_check import describe
 from common.cipher import valid_key_id
 from common.config import MEMORY_BROKER, Settings, check_database_url, load_settings
 from common.errors import ConfigError
@@ -47,13 +47,10 @@ def _publish(settings: Settings, actor_name: str, *args: object) -> str:
     from common.broker import make_broker
 
     broker = make_broker(settings.broker_url)
-    parts = urlsplit(settings.broker_url)
-    where = f"{parts.hostname}:{parts.port or 5672}"
     try:
         return send(broker, actor_name, *args)
     except (dramatiq.errors.BrokerError, pika.exceptions.AMQPError, OSError) as exc:
-        reason = type(exc).__name__
-        raise Failed(f"the message broker at {where} is unreachable or refused the message ({reason})") from None
+        raise Failed(f"could not publish: {describe(exc, settings.broker_url).reason}") from None
     finally:
         broker.close()
 
@@ -73,6 +70,38 @@ def cmd_users_create(args: argparse.Namespace) -> int:
         c.close()
     print(f"Created user {user_id} <{args.email.strip().lower()}>. Its API key, shown only this once:")
     print(api_key)
+    return 0
+
+
+def cmd_users_new_key(args: argparse.Namespace) -> int:
+    from common.users import UnknownUser, new_key
+
+    c = _container(_settings())
+    try:
+        user_id, api_key = new_key(c.sessions, args.email)
+    except UnknownUser as exc:
+        raise Failed(str(exc)) from None
+    finally:
+        c.close()
+    print(f"User {user_id} <{args.email.strip().lower()}> has a new API key (the old one no longer works):")
+    print(api_key)
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from common.users import list_users
+
+    c = _container(_settings())
+    try:
+        users = list_users(c.sessions)
+    finally:
+        c.close()
+    if args.json:
+        print(json.dumps(users, indent=2))
+    elif users:
+        print(health.columns(["id", "email", "integrations", "created_at"], users))
+    else:
+        print("No users yet: create one with `integrations users create --email E`.")
     return 0
 
 
@@ -115,17 +144,20 @@ def cmd_health(args: argparse.Namespace) -> int:
         print(health.table(items))
     else:
         print("No active integration is in error.")
-    return 0
+    return 1 if items else 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from common.migrate import upgrade
+    from common.migrate import current_revision, upgrade_naming
 
     # Only the database is needed: migrating must not require the token keys or the broker.
     url = os.environ.get("DATABASE_URL") or Settings().database_url
     check_database_url(url)
-    upgrade(url)
-    print("The database schema is up to date.")
+    applied = upgrade_naming(url)
+    for name in applied:
+        print(f"applied {name}")
+    head = current_revision(url)
+    print(f"The database schema is up to date (revision {head}; {len(applied)} migration(s) applied now).")
     return 0
 
 
@@ -137,7 +169,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from common.key_rotation import RotationReport, rotate_keys
+    from common.key_rotation import RotationReport, left_on_old_keys, rotate_keys
 
     c = _container(_settings())
     batches = 0
@@ -149,12 +181,24 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
     try:
         report = rotate_keys(c.sessions, c.cipher, args.batch_size, progress)
+        left = left_on_old_keys(c.sessions, c.cipher.primary_key_id)
     finally:
         c.close()
     print(
         f"Done: {report.rotated} of {report.scanned} integrations re-encrypted under key "
         f"{c.cipher.primary_key_id}; {report.failed} failed"
     )
+    old = ", ".join(c.cipher.key_ids[1:]) or "(none)"
+    if left == 0:
+        print(
+            f"Nothing is left under the old key(s) {old}: once every process runs with this key ring, "
+            "remove them from TOKEN_ENCRYPTION_KEYS."
+        )
+    else:
+        print(
+            f"{left} integration(s) still hold a token under an old key: keep {old} in TOKEN_ENCRYPTION_KEYS "
+            "and run `integrations keys rotate` again once every process runs with this key ring."
+        )
     if report.failed:
         ids = ", ".join(str(i) for i in report.failed_ids[:50])
         print(f"error: no key of TOKEN_ENCRYPTION_KEYS decrypts integrations {ids}", file=sys.stderr)
@@ -191,7 +235,7 @@ def _missing_schema(exc: DBAPIError) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="integrations", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(
         parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, fn: Callable[..., int], help_: str
@@ -200,23 +244,41 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=fn)
         return p
 
-    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
-    add(users, "create", cmd_users_create, "create a user and print its API key once").add_argument(
-        "--email", required=True
+    users = sub.add_parser("users", help="manage users", description="manage users")
+    users_sub = users.add_subparsers(dest="users_command", metavar="COMMAND", required=True)
+    add(users_sub, "create", cmd_users_create, "create a user and print its API key once (last line)").add_argument(
+        "--email", required=True, metavar="EMAIL", help="the user's email address"
     )
-    add(sub, "refresh-tokens", cmd_refresh_tokens, "publish one refresh_all message").add_argument(
-        "--within", type=_non_negative, help="refresh tokens expiring within SECONDS (default: the nightly window)"
+    add(
+        users_sub, "new-key", cmd_users_new_key, "give a user a new API key (last line); the old one stops working"
+    ).add_argument("--email", required=True, metavar="EMAIL", help="the user's email address")
+    add(users_sub, "list", cmd_users_list, "list users and how many integrations each has").add_argument(
+        "--json", action="store_true", help="print JSON instead of a table"
     )
-    add(sub, "sync", cmd_sync, "publish a sync of one integration").add_argument("id", type=_positive)
-    add(sub, "health", cmd_health, "list active integrations in error").add_argument("--json", action="store_true")
-    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
-    add(db, "upgrade", cmd_db_upgrade, "apply the migrations (Alembic) to DATABASE_URL")
-    keys = sub.add_parser("keys", help="token encryption keys").add_subparsers(dest="keys_command", required=True)
-    add(keys, "generate", cmd_keys_generate, "print a new keyid:base64key").add_argument(
-        "--id", type=_key_id, help="key id (letters, digits, '-', '_')"
+    add(
+        sub, "refresh-tokens", cmd_refresh_tokens, "publish one refresh_all message (what the nightly job does)"
+    ).add_argument(
+        "--within",
+        type=_non_negative,
+        metavar="SECONDS",
+        help="refresh tokens expiring within SECONDS (default: NIGHTLY_REFRESH_WITHIN_SECONDS)",
     )
-    add(keys, "rotate", cmd_keys_rotate, "re-encrypt every stored token with the first key").add_argument(
-        "--batch-size", type=_positive, default=500
+    add(sub, "sync", cmd_sync, "publish a sync of one integration").add_argument(
+        "id", type=_positive, metavar="ID", help="the integration's id"
+    )
+    add(
+        sub, "health", cmd_health, "list active integrations in error; exits 1 when there is any, 0 when none"
+    ).add_argument("--json", action="store_true", help="print JSON instead of a table")
+    db = sub.add_parser("db", help="database schema", description="database schema")
+    db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    add(db_sub, "upgrade", cmd_db_upgrade, "apply the migrations (Alembic) to DATABASE_URL, naming each")
+    keys = sub.add_parser("keys", help="token encryption keys", description="token encryption keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    add(keys_sub, "generate", cmd_keys_generate, "print a new keyid:base64key").add_argument(
+        "--id", type=_key_id, metavar="KEY_ID", help="key id (letters, digits, '-', '_'; default: random)"
+    )
+    add(keys_sub, "rotate", cmd_keys_rotate, "re-encrypt every stored token with the first key").add_argument(
+        "--batch-size", type=_positive, default=500, metavar="N", help="rows per transaction (default 500)"
     )
     return parser
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from pathlib import Path
 
 import uvicorn
 
+from services.fake_google.data import fake_env
 from services.fake_google.server import bind_socket, uvicorn_config
 from services.fake_google.state import FakeGoogle
 
@@ -17,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on stdout)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every endpoint")
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="also write the variables that point a service at this fake to PATH (`set -a; . PATH; set +a`)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -34,6 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"fake google listening on http://{host}:{port}", flush=True)
+    exports = "".join(
+        f"export {k}={shlex.quote(v)}\n"
+        for k, v in fake_env(f"http://{host}:{port}", fake.client_id, fake.client_secret).items()
+    )
+    print("Point a service at it with these variables:\n" + exports, end="", flush=True)
+    if args.env_file:
+        path = Path(args.env_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(exports)
+        print(f"(also written to {path}: `set -a; . {path}; set +a` in another shell)", flush=True)
     uvicorn.Server(uvicorn_config(fake, args.host, port)).run(sockets=[sock])
     return 0
 

@@ -15,7 +15,7 @@ from common.broker import make_broker
 from common.config import load_settings
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
-from common.process import require_rabbitmq, stop_on_signals
+from common.process import dependencies_ready, require_rabbitmq, stop_on_signals
 from common.tasks import NOTIFY_QUEUE
 from services.notifier.actors import declare_actors
 
@@ -33,6 +33,10 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     log = get_logger("integrations.notifier")
+    stop = stop_on_signals()
+    code = dependencies_ready(settings, "notifier", stop)
+    if code is not None:
+        return code
     broker = make_broker(settings.broker_url)
     # Two connections per thread: the incident lock's and the work's.
     container = bootstrap(settings, broker=broker, configure_logs=False, pool_size=2 * THREADS + 2)
@@ -41,7 +45,6 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stop = stop_on_signals()
     broker.emit_after("process_boot")  # starts the TimeLimit watchdog
     worker = dramatiq.Worker(broker, queues={NOTIFY_QUEUE}, worker_threads=THREADS)
     worker.start()

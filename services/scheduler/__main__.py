@@ -14,7 +14,7 @@ from common.config import load_settings
 from common.cron import CronSchedule
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
-from common.process import require_rabbitmq, stop_on_signals
+from common.process import dependencies_ready, require_rabbitmq, stop_on_signals
 from services.scheduler.scheduler import NightlyScheduler, declare_periodic_stub
 
 
@@ -28,10 +28,13 @@ def main() -> int:
     if not require_rabbitmq(settings, "scheduler"):
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    stop = stop_on_signals()
+    code = dependencies_ready(settings, "scheduler", stop)
+    if code is not None:
+        return code
     broker = make_broker(settings.broker_url)
     container = bootstrap(settings, broker=broker, configure_logs=False, pool_size=2)
     declare_periodic_stub(broker, schedule)
-    stop = stop_on_signals()
     get_logger("integrations.scheduler").info("scheduler.process", pid=os.getpid())
     try:
         NightlyScheduler(container.sessions, broker, schedule).run(stop)

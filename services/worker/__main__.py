@@ -20,7 +20,7 @@ import dramatiq
 
 from common.errors import ConfigError
 from common.logging import get_logger
-from common.process import require_rabbitmq
+from common.process import dependencies_ready, require_rabbitmq
 from common.tasks import REFRESH_QUEUE, SYNC_QUEUE
 from services.worker.bootstrap import DEFAULT_THREADS, init_worker
 
@@ -51,6 +51,10 @@ def run_worker(threads: int, shutdown_timeout: float) -> int:
         return 2
     log = get_logger("integrations.worker")
     stop = _stop_on_signals()
+    code = dependencies_ready(container.settings, "worker", stop)
+    if code is not None:
+        container.close()
+        return code
     broker = container.broker
     assert broker is not None
     broker.emit_after("process_boot")  # starts the TimeLimit watchdog

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +18,7 @@ from common.broker import make_broker
 from common.cipher import generate_key_spec, parse_keys
 from common.config import Secret
 from common.errors import InvalidEmail, TransientProviderError
+from common.migrate import MIGRATIONS
 from common.models import User
 from common.tasks import REFRESH_ALL, REFRESH_QUEUE, SYNC_INTEGRATION, SYNC_QUEUE
 from common.users import authenticate, create_user
@@ -157,8 +159,26 @@ def test_refresh_tokens_fails_fast_when_the_broker_is_unreachable(cli):
         result = cli("refresh-tokens", BROKER_URL=f"amqp://guest:guest@127.0.0.1:{closed_port}/%2F")
 
     assert result.returncode == 1
-    assert "broker" in result.stderr and "unreachable" in result.stderr
+    assert f"RabbitMQ at 127.0.0.1:{closed_port}" in result.stderr and "connection refused" in result.stderr
     assert "guest:guest" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "password", "names"),
+    [
+        ("/no-such-vhost", "guest", "vhost refused (530 NOT_ALLOWED - vhost no-such-vhost not found)"),
+        ("/%2F", "wrong-password", "login refused (403 ACCESS_REFUSED"),
+    ],
+)
+def test_refresh_tokens_passes_on_rabbitmqs_reason_for_a_refusal(cli, amqp_url, path, password, names):
+    server = urlsplit(amqp_url)
+    result = cli(
+        "refresh-tokens", BROKER_URL=f"amqp://{server.username}:{password}@{server.netloc.split('@')[1]}{path}"
+    )
+
+    assert result.returncode == 1
+    assert names in result.stderr, result.stderr
+    assert "wrong-password" not in result.stderr
 
 
 def test_sync_publishes_one_message_and_refuses_unknown_ids(cli, c, broker):
@@ -190,7 +210,7 @@ def test_health_json_lists_an_integration_in_error(cli, c, google):
     result = cli("health", "--json")
     table = cli("health")
 
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # something is unhealthy: monitoring scripts see non-zero
     items = {item["id"]: item for item in json.loads(result.stdout)}
     assert healthy not in items
     item = items[iid]
@@ -198,7 +218,57 @@ def test_health_json_lists_an_integration_in_error(cli, c, google):
     assert item["needs_reauth"] is False and item["error_kind"] == "transient"
     assert item["last_sync_message"] == failure.value.message
     assert item["platform"] == "google" and item["display_name"]
-    assert table.returncode == 0 and str(iid) in table.stdout and owner in table.stdout
+    assert table.returncode == 1 and str(iid) in table.stdout and owner in table.stdout
+
+
+def test_health_exits_0_when_no_integration_is_in_error(cli, google, sqlite_url):
+    ok = bootstrap(make_settings(sqlite_url, google), configure_logs=False)
+    connect(ok)
+    ok.close()
+
+    result = cli("health", DATABASE_URL=sqlite_url)
+
+    assert (result.returncode, result.stdout.strip()) == (0, "No active integration is in error."), result.stderr
+
+
+def test_users_new_key_prints_a_working_key_and_the_old_one_stops_working(cli, c):
+    email = new_email()
+    old_key = cli("users", "create", "--email", email).stdout.splitlines()[-1]
+
+    result = cli("users", "new-key", "--email", email.upper())
+
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.splitlines()[-1]
+    with c.sessions() as s:
+        assert authenticate(s, old_key) is None
+        user = authenticate(s, key)
+        assert user is not None and user.email == email
+
+
+def test_users_new_key_for_an_unknown_email_fails_with_a_message(cli):
+    result = cli("users", "new-key", "--email", new_email())
+
+    assert result.returncode == 1
+    assert "no user has email" in result.stderr and result.stdout == ""
+
+
+def test_users_list_shows_each_user_with_their_integration_count_and_no_key(cli, google, sqlite_url):
+    lite = bootstrap(make_settings(sqlite_url, google), configure_logs=False)
+    uid, key = create_user(lite.sessions, "owner@example.com")
+    connect(lite, user_id=uid)
+    create_user(lite.sessions, "idle@example.com")
+    lite.close()
+
+    table = cli("users", "list", DATABASE_URL=sqlite_url)
+    as_json = cli("users", "list", "--json", DATABASE_URL=sqlite_url)
+
+    assert table.returncode == 0 and as_json.returncode == 0, table.stderr
+    assert [(u["email"], u["integrations"]) for u in json.loads(as_json.stdout)] == [
+        ("owner@example.com", 1),
+        ("idle@example.com", 0),
+    ]
+    assert table.stdout.splitlines()[0].split() == ["id", "email", "integrations", "created_at"]
+    assert "owner@example.com" in table.stdout and key not in table.stdout + as_json.stdout
 
 
 def test_keys_generate_prints_a_usable_key(cli):
@@ -219,8 +289,15 @@ def test_db_upgrade_migrates_a_new_database(cli, tmp_path):
     url = f"sqlite:///{tmp_path}/fresh.db"
 
     result = cli("db", "upgrade", DATABASE_URL=url)
+    again = cli("db", "upgrade", DATABASE_URL=url)
 
     assert result.returncode == 0, result.stderr
+    applied = [line for line in result.stdout.splitlines() if line.startswith("applied ")]
+    assert applied[0] == "applied 0001: initial schema" and len(applied) == len(
+        list((MIGRATIONS / "versions").glob("0*.py"))
+    )
+    assert again.returncode == 0 and "0 migration(s) applied now" in again.stdout
+    assert "applied" not in again.stdout.replace("applied now", "")
     from sqlalchemy import create_engine, inspect
 
     engine = create_engine(url)
@@ -239,8 +316,9 @@ def test_keys_rotate_reencrypts_under_the_new_key_with_progress(cli, google, sql
     )
 
     assert result.returncode == 0, result.stderr
-    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["batch 1", "batch 2", "Done"]
+    assert [line.split(":")[0] for line in result.stdout.splitlines()][:3] == ["batch 1", "batch 2", "Done"]
     assert "3 of 3" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("Nothing is left under the old key(s) test1")
     rotated = bootstrap(make_settings(sqlite_url, google, token_encryption_keys=Secret(new_key)), configure_logs=False)
     try:
         for iid in ids:

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -15,8 +15,11 @@ from sqlalchemy import create_engine, text
 
 HOW_TO = (
     "Set TEST_DATABASE_URL (postgresql+psycopg://user@host:5432/db) and TEST_BROKER_URL "
-    "(amqp://guest:guest@host:5672/%2F), or run a Docker engine for testcontainers."
+    "(amqp://guest:guest@host:5672/%2F), run them on their default local ports, or run a Docker engine "
+    "for testcontainers."
 )
+LOCAL_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+LOCAL_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 _containers: list[object] = []
 
 
@@ -27,6 +30,39 @@ def run_id() -> str:
 def _fail(what: str, exc: BaseException | None = None) -> None:
     detail = f" ({type(exc).__name__}: {exc})" if exc else ""
     pytest.fail(f"{what} is not available{detail}. {HOW_TO}", pytrace=False)
+
+
+def use_local_services(say: Callable[[str], None]) -> None:
+    """With TEST_DATABASE_URL / TEST_BROKER_URL unset, take PostgreSQL and RabbitMQ on their default local
+    ports when they answer (saying so); otherwise leave the variable unset for testcontainers."""
+    if not os.environ.get("TEST_DATABASE_URL") and _database_answers(LOCAL_DATABASE_URL):
+        os.environ["TEST_DATABASE_URL"] = LOCAL_DATABASE_URL
+        say(f"TEST_DATABASE_URL is unset: using the local PostgreSQL ({LOCAL_DATABASE_URL})")
+    if not os.environ.get("TEST_BROKER_URL") and _broker_answers(LOCAL_BROKER_URL):
+        os.environ["TEST_BROKER_URL"] = LOCAL_BROKER_URL
+        say(f"TEST_BROKER_URL is unset: using the local RabbitMQ ({LOCAL_BROKER_URL})")
+
+
+def _database_answers(url: str) -> bool:
+    engine = create_engine(url, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+    return True
+
+
+def _broker_answers(url: str) -> bool:
+    from common.broker_check import check
+
+    try:
+        check(url)
+    except Exception:
+        return False
+    return shutil.which("rabbitmqctl") is not None or os.path.exists("/usr/sbin/rabbitmqctl")
 
 
 def database_server_url() -> str:

@@ -184,3 +184,23 @@ def test_corrupt_standalone_key_file_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "token-keys").write_text("not a key ring\n")
     with pytest.raises(ConfigError, match="token-keys"):
         load_settings({"VAR_DIR": str(tmp_path)})
+
+
+@pytest.mark.parametrize("value", ["...", "<your client id>", "your-client-id.apps.googleusercontent.com", "change-me"])
+@pytest.mark.parametrize("var", ["GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET"])
+@pytest.mark.parametrize("broker", ["memory://", "amqp://guest:guest@127.0.0.1:5672/%2F"])
+def test_a_placeholder_oauth_client_is_refused_naming_the_fix(
+    var: str, value: str, broker: str, tmp_path: Path
+) -> None:
+    env = {var: value, "BROKER_URL": broker, "VAR_DIR": str(tmp_path), "TOKEN_ENCRYPTION_KEYS": generate_key_spec("k")}
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env)
+
+    assert f"{var} is a placeholder" in str(refused.value) and "make fake-google" in str(refused.value)
+
+
+def test_a_real_looking_oauth_client_is_accepted(tmp_path: Path) -> None:
+    env = {"GOOGLE_CLIENT_ID": "1234-abc.apps.googleusercontent.com", "GOOGLE_CLIENT_SECRET": "GOCSPX-0123456789abcdef"}
+    settings = load_settings({**env, "VAR_DIR": str(tmp_path)})
+
+    assert settings.google_client_id == env["GOOGLE_CLIENT_ID"]
