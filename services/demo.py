@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import html
 import os
 import re
 import shutil
@@ -87,7 +88,31 @@ class Demo:
         raise StepFailed("too many redirects in the OAuth flow")
 
     def mails(self) -> list[Path]:
+        """The notifier's emails about the integration (sign-in emails aside)."""
+        return [p for p in self.all_mails() if not p.name.startswith("sign-in-")]
+
+    def all_mails(self) -> list[Path]:
         return sorted((Path(self.system.settings.var_dir) / "mail").glob("*.eml"))
+
+    def sign_in_browser(self, address: str) -> None:
+        """The person signs in on the web page: asks for a link, opens the email, presses the button."""
+        before = set(self.all_mails())
+        url = self.system.api_url
+        resp = self.browser.post(f"{url}/sign-in", data={"email": address})
+        if resp.status_code != 200:
+            raise StepFailed(f"the sign-in form answered HTTP {resp.status_code}")
+        path: Path = self.wait_for(
+            "the sign-in email", lambda: [p for p in self.all_mails() if p not in before and "sign-in-" in p.name]
+        )[0]
+        link = _link(_read_mail(path), r"https?://\S+/sign-in/link\?token=\S+", "sign-in")
+        page = self.browser.get(link)
+        token = re.search(r'name="token" value="([^"]+)"', page.text)
+        if page.status_code != 200 or not token:
+            raise StepFailed(f"the sign-in link's page answered HTTP {page.status_code}")
+        done = self.browser.post(f"{url}/sign-in/link", data={"token": html.unescape(token.group(1))})
+        if done.status_code != 303:
+            raise StepFailed(f"signing in answered HTTP {done.status_code}")
+        self.say(f"the browser signed in as {address} from the emailed link ({path})")
 
     # -- the walkthrough -----------------------------------------------------------------------
     def run(self) -> None:
@@ -96,6 +121,7 @@ class Demo:
         self.say(f"user demo@example.com, API key {self.key[:10]}… (shown once, stored hashed)")
 
         self.step("Connect Google Business Profile through the OAuth redirect flow (PKCE, offline access)")
+        self.sign_in_browser("demo@example.com")
         resp = self.api.post("/integrations/google/connect", headers=self.auth, json={"login_hint": GOOGLE_USER})
         resp.raise_for_status()
         auth_url = resp.json()["authorization_url"]
@@ -206,6 +232,9 @@ class Demo:
         print(f"  curl -X POST -H 'Authorization: Bearer {self.key}' {url}/integrations/{iid}/sync")
         print(f"  curl -H 'Authorization: Bearer {self.key}' '{url}/integrations/{iid}/insights?start=2026-01-01'")
         print(f"  logs (JSON lines): {Path(self.system.settings.var_dir) / 'demo.log'}")
+        mail_dir = Path(self.system.settings.var_dir) / "mail"
+        print(f"\nThe Integrations page: {url}/")
+        print(f"  sign in as demo@example.com; the sign-in link arrives in {mail_dir}/sign-in-*.eml")
 
 
 def demo_environment(environ: Mapping[str, str], demo_dir: Path, port: int) -> dict[str, str]:
@@ -230,11 +259,15 @@ def _read_mail(path: Path) -> EmailMessage:
 
 
 def _reconnect_link(mail: EmailMessage) -> str:
+    return _link(mail, r"https?://\S+/reconnect\?token=\S+", "reconnect")
+
+
+def _link(mail: EmailMessage, pattern: str, what: str) -> str:
     part = mail.get_body(preferencelist=("plain",))
     text = part.get_content() if part is not None else ""
-    match = re.search(r"https?://\S+/reconnect\?token=\S+", text)
+    match = re.search(pattern, text)
     if not match:
-        raise StepFailed("the email has no reconnect link")
+        raise StepFailed(f"the email has no {what} link")
     return match.group(0)
 
 

@@ -21,6 +21,7 @@ from services.api.middleware import BodyLimit, RequestObserver
 from services.api.publishing import BrokerGateway
 from services.api.schemas import openapi_document
 from services.api.state import ApiState
+from services.api.web import web_routes
 
 MAX_BODY_BYTES = 64 * 1024
 # Optional routes contributed by another module (reconnect links from emails); see _plugin_routes.
@@ -68,6 +69,7 @@ def create_app(
         *integrations_routes.routes,
         *admin_routes.routes,
         *health_routes.routes,
+        *web_routes(),
     ]
     app = Starlette(
         routes=routes,
