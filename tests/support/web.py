@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import html
+import re
+from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +17,8 @@ from common.models import utcnow
 from common.users import authenticate
 from common.web_sessions import open_session
 from services.api.web.session import PLAIN_COOKIE, SECURE_COOKIE
+from tests.support.notify import Mailbox
+from tests.support.polling import wait_for
 
 
 def container_of(client: httpx.Client | TestClient) -> Container:
@@ -60,3 +66,45 @@ def open_flow(
         resp = client.get(authorization_url, follow_redirects=False)
     assert resp.status_code == 302, resp.text
     return str(resp.headers["location"])
+
+
+SIGN_IN_LINK = re.compile(r"https?://\S+/sign-in/link\?token=\S+")
+FORM_TOKEN = re.compile(r'name="token" value="([^"]+)"')
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def sign_in_link(msg: EmailMessage) -> str:
+    part = msg.get_body(("plain",))
+    assert part is not None
+    found = SIGN_IN_LINK.search(str(part.get_content()))
+    assert found, part.get_content()
+    return found.group(0)
+
+
+def path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def ask_for_link(client: httpx.Client | TestClient, box: Mailbox, address: str, timeout: float = 20) -> str:
+    """Submit the sign-in form and wait for the emailed link (a real SMTP server's mailbox)."""
+    before = len(box.to(address))
+    resp = client.post("/sign-in", data={"email": address})
+    assert resp.status_code == 200, resp.text
+    msgs = wait_for(lambda: (m := box.to(address)) and len(m) > before and m, timeout, "the sign-in email")
+    return sign_in_link(msgs[-1])
+
+
+def follow_link(client: httpx.Client | TestClient, link: str) -> httpx.Response:
+    """Open the link's page and press its one button, like a person; the POST's answer."""
+    page = client.get(path_of(link))
+    assert page.status_code == 200, page.text
+    token = FORM_TOKEN.search(page.text)
+    assert token, page.text
+    return client.post("/sign-in/link", data={"token": html.unescape(token.group(1))}, follow_redirects=False)
+
+
+def csrf_of(page: str) -> str:
+    found = CSRF.search(page)
+    assert found, page
+    return html.unescape(found.group(1))
