@@ -176,9 +176,11 @@ def messages_for(amqp_url: str, queue: str, actor: str, integration_id: int) -> 
 class ApiServer:
     """The app on a real uvicorn server in a thread, for tests that need real sockets and timeouts."""
 
-    def __init__(self, app: Starlette) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+    def __init__(self, app: Starlette, sock: socket.socket | None = None) -> None:
+        """`sock`: a socket bound already (so the app's PUBLIC_BASE_URL can name its port); else a free port."""
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
         self._sock = sock
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2)

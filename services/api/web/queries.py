@@ -94,7 +94,6 @@ def series(
             .where(Insight.integration_id == integration_id, Insight.metric == chosen, Insight.date >= start)
             .order_by(Insight.date, Insight.location)
         ).all()
-        titles = dict(
-            s.execute(select(Location.name, Location.title).where(Location.integration_id == integration_id)).tuples()
-        )
+        located = select(Location.name, Location.title).where(Location.integration_id == integration_id)
+        titles = {name: title for name, title in s.execute(located).all()}
         return metrics, chosen, [(loc, day, int(value)) for loc, day, value in rows], titles
