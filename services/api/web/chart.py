@@ -28,17 +28,21 @@ class Chart:
     baseline: float
 
 
-def _nice_max(value: int) -> int:
-    if value <= 4:
-        return 4
-    step: int = 10 ** (len(str(value)) - 1)
-    return ((value + step - 1) // step) * step
+def _tick_step(value: int, ticks: int = 4) -> int:
+    """The smallest 1, 2 or 5 times 10^n step whose `ticks` steps reach `value` (round numbers on the axis)."""
+    magnitude = 1
+    while True:
+        for factor in (1, 2, 5):
+            if factor * magnitude * ticks >= value:
+                return factor * magnitude
+        magnitude *= 10
 
 
 def line_chart(rows: list[tuple[str, dt.date, int]], start: dt.date, end: dt.date, labels: dict[str, str]) -> Chart:
-    """Chart geometry for (location, date, value) rows between `start` and `end` (missing days count as 0)."""
+    """Chart geometry for (location, date, value) rows between `start` and `end`."""
     days = max(1, (end - start).days)
-    top = _nice_max(max((v for _, _, v in rows), default=0))
+    step = _tick_step(max((v for _, _, v in rows), default=0))
+    top = step * 4
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(day: dt.date) -> float:
@@ -52,11 +56,10 @@ def line_chart(rows: list[tuple[str, dt.date, int]], start: dt.date, end: dt.dat
         by_location.setdefault(location, {})[day] = value
     lines = []
     for i, (location, values) in enumerate(sorted(by_location.items())):
-        points = " ".join(
-            f"{x(start + dt.timedelta(d))},{y(values.get(start + dt.timedelta(d), 0))}" for d in range(days + 1)
-        )
-        lines.append(Line(labels.get(location, location), COLOURS[i % len(COLOURS)], points))
-    y_ticks = [(y(top * k // 4), top * k // 4) for k in range(5)]
+        # Only the days Google reported: a missing day (recent days arrive late) is a gap, not a zero.
+        points = " ".join(f"{x(day)},{y(value)}" for day, value in sorted(values.items()))
+        lines.append(Line(labels.get(location) or location, COLOURS[i % len(COLOURS)], points))
+    y_ticks = [(y(step * k), step * k) for k in range(5)]
     x_ticks = [
         (x(start + dt.timedelta(d)), f"{start + dt.timedelta(d):%d %b}") for d in range(0, days + 1, max(1, days // 5))
     ]
