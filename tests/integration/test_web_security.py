@@ -16,7 +16,7 @@ from common.models import Integration, User, utcnow
 from common.tasks import SYNC_INTEGRATION
 from common.web_sessions import find_session
 from tests.conftest import make_settings
-from tests.support.api import Api, consent, drain, start
+from tests.support.api import Api, build_app, close, consent, drain, start
 from tests.support.flows import new_email
 from tests.support.notify import Mailbox, running_notifier, smtp_server
 from tests.support.web import ask_for_link, csrf_of, follow_link, path_of, sign_in
@@ -217,3 +217,38 @@ def test_signing_out_revokes_the_session_on_the_server(api: Api) -> None:
     copy = TestClient(api.client.app)
     copy.cookies.set("session", raw)  # a copy of the cookie taken before signing out
     assert 'action="/sign-in"' in copy.get("/").text
+
+
+def test_another_site_cannot_sign_a_browser_in_with_its_own_link(web: Web) -> None:
+    """Login CSRF: a page elsewhere auto-submits the attacker's own (valid) sign-in token from the victim's
+    browser; she would then connect her Google account into the attacker's app account."""
+    attacker_id, _ = web.api.user()
+    link = ask_for_link(web.browser(), web.box, email_of(web, attacker_id))
+    token = unquote(link.split("token=", 1)[1])
+    victim = web.browser()
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+        resp = victim.post("/sign-in/link", data={"token": token}, headers=headers, follow_redirects=False)
+        assert resp.status_code == 403 and "set-cookie" not in resp.headers, headers
+    assert 'action="/sign-in"' in victim.get("/").text
+    # From our own page the same link still works (it was not used up by the refused attempts).
+    ours = victim.post(
+        "/sign-in/link",
+        data={"token": token},
+        headers={"Origin": web.api.c.settings.public_base_url, "Sec-Fetch-Site": "same-origin"},
+        follow_redirects=False,
+    )
+    assert ours.status_code == 303
+
+
+def test_behind_https_the_cookie_is_secure_and_host_only(pg_url: str, google, api_vhost: str) -> None:
+    base = "https://app.example.test"
+    app, c = build_app(make_settings(pg_url, google, broker_url=api_vhost, public_base_url=base), api_vhost)
+    try:
+        with TestClient(app, base_url=base) as browser:
+            resp = browser.post("/admin/sign-in", data={"key": "test-admin-key"}, follow_redirects=False)
+            cookie = resp.headers["set-cookie"]
+            assert resp.status_code == 303 and cookie.startswith("__Host-session=")
+            assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
+            assert "Integrations by state" in browser.get("/admin").text
+    finally:
+        close(c)

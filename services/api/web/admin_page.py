@@ -19,7 +19,7 @@ from common.models import utcnow
 from services.api.auth import bearer_key
 from services.api.state import api_state
 from services.api.web import admin_queries
-from services.api.web.session import session_cookie, set_session_cookie, signed_in, start_session
+from services.api.web.session import from_this_site, session_cookie, set_session_cookie, signed_in, start_session
 from services.api.web.templating import render
 
 log = get_logger("integrations.api.web.admin")
@@ -86,6 +86,8 @@ async def admin_page(request: Request) -> Response:
 async def admin_sign_in(request: Request) -> Response:
     """The admin key, typed once into a form, becomes an operator session (the key is never put in a cookie)."""
     c = api_state(request).container
+    if not from_this_site(request):
+        return render(request, "admin_sign_in.html", 403, error="This form must be sent from this site.")
     form = await request.form()
     if not _key_ok(c.settings.admin_api_key.reveal(), str(form.get("key", ""))):
         log.info("admin.sign_in_rejected")

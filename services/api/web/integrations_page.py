@@ -19,7 +19,7 @@ from services.api.params import ID_PATTERN, MAX_ID
 from services.api.publishing import PublishFailed
 from services.api.state import api_state
 from services.api.web import queries
-from services.api.web.session import csrf_ok, signed_in
+from services.api.web.session import csrf_ok, from_this_site, signed_in
 from services.api.web.templating import page_headers, render, when
 
 NOTICES = {
@@ -74,7 +74,7 @@ def form_action(action: Action, *, needs_id: bool = True) -> Callable[[Request],
         form = await request.form()
         if session is None or session.user_id is None:
             return RedirectResponse("/", status_code=303)
-        if not csrf_ok(session, form.get("csrf")):
+        if not from_this_site(request) or not csrf_ok(session, form.get("csrf")):
             return render(request, "message.html", 403, heading="Please try again", text=CSRF_TEXT)
         iid = path_id(request) if needs_id else 0
         if iid is None:

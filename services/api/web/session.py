@@ -6,6 +6,8 @@ is https); the `web_sessions` table holds its SHA-256, so signing out revokes it
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
@@ -92,6 +94,22 @@ async def sign_out(request: Request, response: Response, session: SignedIn) -> R
     await anyio.to_thread.run_sync(revoke)
     response.delete_cookie(cookie_name(c.settings), path="/", secure=_secure(c.settings), httponly=True)
     return response
+
+
+def from_this_site(request: Request) -> bool:
+    """False for a form another site submitted (by the browser's Origin / Sec-Fetch-Site headers).
+
+    Guards the forms that work without a session's CSRF token, the sign-in link's above all: a page
+    elsewhere must not sign a victim's browser in with the attacker's own link (login CSRF).
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not a browser, or one too old to say; the session's CSRF token still guards the rest
+    base = urlsplit(_container(request).settings.public_base_url)
+    return origin.rstrip("/").lower() == f"{base.scheme}://{base.netloc}".lower()
 
 
 def csrf_ok(session: SignedIn, form_value: object) -> bool:

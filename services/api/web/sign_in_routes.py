@@ -16,7 +16,7 @@ from common.sign_in import LINK_PATH, SignInLinkError, check_link, make_signer, 
 from common.tasks import NOTIFY_SIGN_IN
 from services.api.publishing import PublishFailed
 from services.api.state import api_state
-from services.api.web.session import csrf_ok, sign_in_response, sign_out, signed_in
+from services.api.web.session import csrf_ok, from_this_site, sign_in_response, sign_out, signed_in
 from services.api.web.templating import render
 
 log = get_logger("integrations.api.web.sign_in")
@@ -74,6 +74,8 @@ async def link_page(request: Request) -> Response:
 
 async def use_link(request: Request) -> Response:
     """Use the link once: a new session (the browser's old one revoked), then 303 on to `/`."""
+    if not from_this_site(request):
+        return render(request, "message.html", 403, heading="Please try again", text=_CSRF_TEXT)
     form = await request.form()
     token = str(form.get("token", ""))
     c = api_state(request).container
@@ -101,7 +103,7 @@ async def sign_out_route(request: Request) -> Response:
     form = await request.form()
     if session is None:
         return RedirectResponse("/", status_code=303)
-    if not csrf_ok(session, form.get("csrf")):
+    if not from_this_site(request) or not csrf_ok(session, form.get("csrf")):
         return render(request, "message.html", 403, heading="Please try again", text=_CSRF_TEXT)
     return await sign_out(request, RedirectResponse("/", status_code=303), session)
 
