@@ -13,9 +13,9 @@ _PAGE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5}}</style>
+<link rel="stylesheet" href="/static/app.css">
 </head>
-<body><h1>{title}</h1><p>{body}</p></body>
+<body><main><h1>{title}</h1><p>{body}</p><p><a href="/">Your integrations</a></p></main></body>
 </html>
 """
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
