@@ -14,6 +14,7 @@ _PAGE = """<!doctype html>
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <link rel="stylesheet" href="/static/app.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 </head>
 <body><main><h1>{title}</h1><p>{body}</p><p><a href="/">Your integrations</a></p></main></body>
 </html>
