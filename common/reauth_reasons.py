@@ -32,6 +32,6 @@ REASONS["permission_denied"] = REASONS["missing_scope"]
 FALLBACK = ("Google asked for you to sign in again before we can keep syncing.", ())
 
 
-def plain_reason(reason: str | None) -> str:
-    """The first sentence people read about a broken connection."""
-    return REASONS.get(reason or "", FALLBACK)[0]
+def plain_reason(reason: str | None) -> tuple[str, tuple[str, ...]]:
+    """What people read about a broken connection: a sentence, and the usual causes when there are several."""
+    return REASONS.get(reason or "", FALLBACK)

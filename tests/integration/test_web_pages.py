@@ -35,7 +35,8 @@ def set_row(api: Api, iid: int, **values: object) -> None:
 
 def card_text(page: str, iid: int) -> str:
     start = page.index(f'id="integration-{iid}"')
-    return re.sub(r"<[^>]+>|\s+", " ", page[start : page.index("</li>", start)])
+    end = page.find('<li class="card"', start)
+    return re.sub(r"<[^>]+>|\s+", " ", page[start : end if end > 0 else page.index("</main>")])
 
 
 def test_each_state_reads_in_plain_words(api: Api) -> None:

@@ -17,13 +17,14 @@ class Status:
     key: str  # connected, syncing, needs_reconnect, provider_trouble, disconnected
     label: str
     detail: str
+    causes: tuple[str, ...] = ()
 
 
 def status_of(row: Integration, now: dt.datetime) -> Status:
     if row.status == DISCONNECTED:
         return Status("disconnected", "Disconnected", "Connect it again to resume syncing.")
     if row.needs_reauth:
-        return Status("needs_reconnect", "Needs reconnect", plain_reason(row.error_reason))
+        return Status("needs_reconnect", "Needs reconnect", *plain_reason(row.error_reason))
     if row.error_kind == "provider_config":
         return Status(
             "provider_trouble",
