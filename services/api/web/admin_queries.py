@@ -67,11 +67,15 @@ def overview(
     counts: Counter[str] = Counter()
     attention: list[Attention] = []
     rows = s.execute(select(Integration, User.email).join(User, User.id == Integration.user_id)).all()
+    # "Since when": the open incident's start (the first failure), else the last failure seen.
+    open_rows = s.execute(select(Incident.integration_id, Incident.opened_at).where(Incident.closed_at.is_(None)))
+    opened = {iid: at for iid, at in open_rows.all()}
     for row, email in rows:
         state = state_of(row, now, stale_after)
         counts[state] += 1
         if row.status == ACTIVE and state not in ("healthy", "never_synced"):
-            since = row.last_refresh_failed_at if state != "stale" else row.last_synced_at
+            failed = opened.get(row.id) or row.last_refresh_failed_at
+            since = row.last_synced_at if state == "stale" else failed
             message = row.last_sync_message or ("no sync since" if state == "stale" else "")
             attention.append(Attention(row.id, row.display_name, email, state, message, since or row.updated_at))
     attention.sort(key=lambda a: (a.since or now, a.integration_id))
