@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -55,7 +56,10 @@ class Browser:
 
     def wait(self, condition: Callable[[], T], what: str, timeout: float = 30) -> T:
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _d: condition())
+            # A page replaced mid-check (a redirect, the script's reload) leaves stale elements: look again.
+            ignored = (NoSuchElementException, StaleElementReferenceException)
+            wait = WebDriverWait(self.driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored)
+            return wait.until(lambda _d: condition())
         except Exception as exc:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}") from exc
 
