@@ -164,3 +164,31 @@ def test_a_person_connects_syncs_loses_and_restores_the_grant_and_disconnects(st
         b.shot("operators")
     (ARTIFACTS / "integrations_page" / "page-figures.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures, indent=1))
+
+
+def test_the_page_works_without_javascript(stack: Stack) -> None:
+    email = new_email("nojs")
+    user_id, _ = create_user(stack.worker.container.sessions, email)
+    stack.google.fake.default_user = new_email("g")
+    with chromium("integrations_page_without_js", javascript=False) as b:
+        b.open(stack.url + "/")
+        b.find("#email").send_keys(email)
+        b.click("form[action='/sign-in'] button")
+        b.wait_text("h1", "Check your email")
+        msg = wait_for(lambda: stack.box.to(email), 20, "the sign-in email")[-1]
+        b.open(sign_in_link(msg))
+        b.click("form[action='/sign-in/link'] button")
+        b.wait_text("h1", "Your integrations")
+        b.click("form.connect button")
+        b.wait_text("h1", "Connected")
+        wait_for(lambda: stack.integration(user_id).last_sync_status == "success", 60, "the first sync")
+        b.open(stack.url + "/")
+        b.wait_text(".status .label", "Connected")
+        b.click("form[action$='/sync'] button")
+        b.wait_text(".notice", "Sync started")
+        b.shot("sync-started-without-js")
+        b.click("a.button.danger")
+        b.click("form[action$='/disconnect'] button")
+        b.wait_text(".status .label", "Disconnected")
+        b.shot("disconnected-without-js")
+    assert stack.integration(user_id).status == "disconnected"

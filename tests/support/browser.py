@@ -93,7 +93,7 @@ class Browser:
 
 
 @contextmanager
-def chromium(test_name: str, width: int = 1280, height: int = 900) -> Iterator[Browser]:
+def chromium(test_name: str, width: int = 1280, height: int = 900, *, javascript: bool = True) -> Iterator[Browser]:
     """Headless Chromium; on a failure inside the block, a screenshot named FAILED-... is saved first."""
     folder = ARTIFACTS / test_name
     shutil.rmtree(folder, ignore_errors=True)
@@ -103,6 +103,8 @@ def chromium(test_name: str, width: int = 1280, height: int = 900) -> Iterator[B
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"):
         options.add_argument(arg)
     options.add_argument(f"--window-size={width},{height}")
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     driver = webdriver.Chrome(options=options, service=Service(_binary("chromedriver")))
     browser = Browser(driver, folder)
     try:
