@@ -24,7 +24,7 @@ from services.api.web.templating import page_headers, render, when
 
 NOTICES = {
     "sync": "Sync started. The status below updates when it finishes.",
-    "disconnected": "Disconnected. Our access to the Google account has been removed.",
+    "disconnected": "Disconnected. We stopped syncing it and deleted our access to the Google account.",
     "busy": "We could not start that right now. Try again in a minute.",
 }
 CSRF_TEXT = "This form was out of date or did not come from this site. Reload the page and try again."
