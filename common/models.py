@@ -1,4 +1,4 @@
-"""Database schema: users, integrations, locations, insights, OAuth states, incidents, scheduler runs."""
+"""Database schema: users, integrations, locations, insights, OAuth states, web sessions, incidents, scheduler runs."""
 
 from __future__ import annotations
 
@@ -111,6 +111,8 @@ class Integration(Base):
     refresh_failure_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     last_refresh_failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_refreshed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When a person last pressed "Sync now" on the Integrations page: it shows "Syncing" until the sync ends.
+    sync_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -151,6 +153,41 @@ class OAuthState(Base):
     code_verifier: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A connect started by the JSON API waits for the flow's user to open it in a signed-in browser; only
+    # then is it bound to that browser's session (`session_hash`), and the callback insists on that session.
+    awaiting_browser: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    session_hash: Mapped[str | None] = mapped_column(String(64))
+    login_hint: Mapped[str | None] = mapped_column(String(320))
+
+
+class WebSession(Base):
+    """A browser's signed-in session; the cookie holds a random id, the table only its SHA-256."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # None for an operator's session (signed in with the admin key).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class SignInLink(Base):
+    """An emailed sign-in link's single-use record; the link itself is signed over `jti`."""
+
+    __tablename__ = "sign_in_links"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    jti: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    next_path: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import html
 import os
 import re
 import shutil
@@ -32,6 +33,9 @@ from services.standalone import System, start_system
 
 DEMO_DIR = Path("var/demo")
 GOOGLE_USER = "owner@acme-bakery.example"
+
+
+DEMO_EMAIL = "demo@example.com"
 
 
 class StepFailed(Exception):
@@ -90,15 +94,40 @@ class Demo:
         raise StepFailed("too many redirects in the OAuth flow")
 
     def mails(self) -> list[Path]:
+        """The notifier's emails about the integration (sign-in emails aside)."""
+        return [p for p in self.all_mails() if not p.name.startswith("sign-in-")]
+
+    def all_mails(self) -> list[Path]:
         return sorted((Path(self.system.settings.var_dir) / "mail").glob("*.eml"))
+
+    def sign_in_browser(self, address: str) -> None:
+        """The person signs in on the web page: asks for a link, opens the email, presses the button."""
+        before = set(self.all_mails())
+        url = self.system.api_url
+        resp = self.browser.post(f"{url}/sign-in", data={"email": address})
+        if resp.status_code != 200:
+            raise StepFailed(f"the sign-in form answered HTTP {resp.status_code}")
+        path: Path = self.wait_for(
+            "the sign-in email", lambda: [p for p in self.all_mails() if p not in before and "sign-in-" in p.name]
+        )[0]
+        link = _link(_read_mail(path), r"https?://\S+/sign-in/link\?token=\S+", "sign-in")
+        page = self.browser.get(link)
+        token = re.search(r'name="token" value="([^"]+)"', page.text)
+        if page.status_code != 200 or not token:
+            raise StepFailed(f"the sign-in link's page answered HTTP {page.status_code}")
+        done = self.browser.post(f"{url}/sign-in/link", data={"token": html.unescape(token.group(1))})
+        if done.status_code != 303:
+            raise StepFailed(f"signing in answered HTTP {done.status_code}")
+        self.say(f"the browser signed in as {address} from the emailed link ({path})")
 
     # -- the walkthrough -----------------------------------------------------------------------
     def run(self) -> None:
         self.step("Create a demo user and API key")
-        _uid, self.key = create_user(self.system.container.sessions, "demo@example.com")
-        self.say(f"user demo@example.com, API key {self.key[:10]}… (shown once, stored hashed)")
+        _uid, self.key = create_user(self.system.container.sessions, DEMO_EMAIL)
+        self.say(f"user {DEMO_EMAIL}, API key {self.key[:10]}… (shown once, stored hashed)")
 
         self.step("Connect Google Business Profile through the OAuth redirect flow (PKCE, offline access)")
+        self.sign_in_browser(DEMO_EMAIL)
         resp = self.api.post("/integrations/google/connect", headers=self.auth, json={"login_hint": GOOGLE_USER})
         resp.raise_for_status()
         auth_url = resp.json()["authorization_url"]
@@ -211,11 +240,15 @@ class Demo:
         for r in rows:
             print("  " + "  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
         var = Path(self.system.settings.var_dir)
-        print(f"\nLogs (JSON lines): {var / 'demo.log'}; emails: {var / 'mail'}/")
-        if not self.serve:
-            print("`make demo SERVE=1` keeps the system serving after the walkthrough, with curl lines to try.")
-            return
         url, iid = self.system.api_url, self.integration_id
+        print(f"\nLogs (JSON lines): {var / 'demo.log'}; emails: {var / 'mail'}/")
+        print(f"\nThe Integrations page: {url}/")
+        print(f"  sign in as {DEMO_EMAIL}; the sign-in link arrives in {var / 'mail'}/sign-in-*.eml")
+        if not self.serve:
+            print(
+                "`make demo SERVE=1` keeps the system serving after the walkthrough: that page, and curl lines to try."
+            )
+            return
         week = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=7)).isoformat()
         print("Try next, while the system serves:")
         print(f"  curl -H 'Authorization: Bearer {self.key}' {url}/integrations")
@@ -245,11 +278,15 @@ def _read_mail(path: Path) -> EmailMessage:
 
 
 def _reconnect_link(mail: EmailMessage) -> str:
+    return _link(mail, r"https?://\S+/reconnect\?token=\S+", "reconnect")
+
+
+def _link(mail: EmailMessage, pattern: str, what: str) -> str:
     part = mail.get_body(preferencelist=("plain",))
     text = part.get_content() if part is not None else ""
-    match = re.search(r"https?://\S+/reconnect\?token=\S+", text)
+    match = re.search(pattern, text)
     if not match:
-        raise StepFailed("the email has no reconnect link")
+        raise StepFailed(f"the email has no {what} link")
     return match.group(0)
 
 

@@ -24,6 +24,7 @@ from services.api.publishing import BrokerGateway
 from services.api.rate_limit import RateLimiter
 from services.api.schemas import openapi_document
 from services.api.state import ApiState
+from services.api.web import web_routes
 
 MAX_BODY_BYTES = 64 * 1024
 # Optional routes contributed by another module (reconnect links from emails); see _plugin_routes.
@@ -79,6 +80,7 @@ def create_app(
         *health_routes.routes,
         # METRICS_PORT moves /metrics off the public port, to a port the load balancer need not expose.
         *([] if settings.metrics_port else [health_routes.metrics_route]),
+        *web_routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -16,6 +16,7 @@ from common.connect import Connected, complete_connection
 from common.errors import AccountMismatch, IntegrationNotFound, ProviderConfigError, ProviderError, ReauthRequired
 from common.google_oauth import Pkce
 from common.models import OAuthState, User, utcnow
+from common.web_sessions import SignedIn
 
 STATE_TTL = dt.timedelta(minutes=10)
 MAX_OPEN_STATES = 20
@@ -38,6 +39,10 @@ MSG_BAD_CODE = "Google rejected the authorization code (it may have expired). St
 MSG_GONE = "The integration to reconnect no longer exists."
 MSG_RACE = "This Google account was being connected by another request at the same moment; it is connected."
 MSG_CONFIG = "Google rejected this application's OAuth client; the operators have been alerted. Try again later."
+MSG_OTHER_BROWSER = (
+    "This connection was started by another account or in another browser, so nothing was connected. "
+    "Sign in with your own account and connect from your Integrations page."
+)
 MSG_UNAVAILABLE = "Google could not be reached to finish the connection. Start the connection again in a moment."
 
 
@@ -62,26 +67,36 @@ def start_authorization(
     user_id: int,
     integration_id: int | None = None,
     login_hint: str | None = None,
+    session_hash: str | None = None,
     now: dt.datetime | None = None,
 ) -> str:
     """Store a fresh state (PKCE verifier, user, optional integration to reconnect) and return Google's URL.
 
     `integration_id` makes the callback update that integration: the reconnect flow uses it.
+    `session_hash` binds the state to the browser session that starts it: only that session can finish it.
     """
     now = now or utcnow()
     with c.sessions.begin() as s:
-        state, pkce = add_state(s, user_id=user_id, integration_id=integration_id, now=now)
+        state, pkce = add_state(s, user_id=user_id, integration_id=integration_id, session_hash=session_hash, now=now)
     return c.oauth.authorization_url(
         redirect_uri=c.settings.redirect_uri, state=state, pkce=pkce, login_hint=login_hint
     )
 
 
-def add_state(s: Session, *, user_id: int, integration_id: int | None, now: dt.datetime) -> tuple[str, Pkce]:
+def add_state(
+    s: Session,
+    *,
+    user_id: int,
+    integration_id: int | None,
+    now: dt.datetime,
+    session_hash: str | None = None,
+) -> tuple[str, Pkce]:
     """Add a 10-minute single-use state for `user_id` to `s`'s transaction; the state and its PKCE pair.
 
     A user holds at most MAX_OPEN_STATES open (unused, unexpired) states: the oldest beyond that are
     dropped, so a connect always works and only a flow abandoned 20 connects ago stops working. The
-    user's row is locked so that concurrent connects of one user cannot each keep 20.
+    user's row is locked so that concurrent connects of one user cannot each keep 20. A state made for
+    a signed-in browser carries its `session_hash`: only that browser may finish the flow.
     """
     s.execute(select(User.id).where(User.id == user_id).with_for_update())
     stale = s.scalars(
@@ -101,9 +116,25 @@ def add_state(s: Session, *, user_id: int, integration_id: int | None, now: dt.d
             code_verifier=pkce.verifier,
             created_at=now,
             expires_at=now + STATE_TTL,
+            session_hash=session_hash,
         )
     )
     return state, pkce
+
+
+def browser_problem(row: OAuthState, browser: SignedIn | None) -> CallbackRejected | None:
+    """Why the browser finishing a flow may not (None when it may): it must be the flow's user and, when the
+    flow is bound to a session, that very session. So an authorization URL sent to someone else cannot put
+    their Google account into the sender's app account.
+    """
+    if row.awaiting_browser:
+        return CallbackRejected(400, "invalid_state", MSG_BAD_STATE)
+    if row.session_hash is not None:
+        if browser is None or browser.session_hash != row.session_hash:
+            return CallbackRejected(400, "session_mismatch", MSG_OTHER_BROWSER)
+    elif browser is not None and browser.user_id is not None and browser.user_id != row.user_id:
+        return CallbackRejected(400, "session_mismatch", MSG_OTHER_BROWSER)
+    return None
 
 
 @dataclass(frozen=True)
@@ -112,7 +143,9 @@ class Outcome:
     user_id: int
 
 
-def finish_authorization(c: Container, *, state: str, code: str | None, error: str | None) -> Outcome:
+def finish_authorization(
+    c: Container, *, state: str, code: str | None, error: str | None, browser: SignedIn | None = None
+) -> Outcome:
     """Consume the state and complete the connection, committed; raises CallbackRejected.
 
     The state is marked used in the same transaction whatever the outcome (the connection itself
@@ -131,7 +164,10 @@ def finish_authorization(c: Container, *, state: str, code: str | None, error: s
             raise CallbackRejected(400, "invalid_state", MSG_BAD_STATE)
         row.used_at = now
         user_id = row.user_id
-        if error:
+        mismatch = browser_problem(row, browser)
+        if mismatch is not None:
+            failure = mismatch
+        elif error:
             failure = _provider_refusal(error)
         elif not code:
             failure = CallbackRejected(400, "missing_code", MSG_NO_CODE)

@@ -17,12 +17,14 @@ from common.models import Integration
 from common.signing import BadSignature
 from common.tasks import INTEGRATION_CONNECTED
 from services.api.auth import require_user
+from services.api.connect_flow import start_connect_flow
 from services.api.errors import bad_request
-from services.api.oauth_flow import CallbackRejected, finish_authorization, start_authorization
+from services.api.oauth_flow import CallbackRejected, Outcome, finish_authorization
 from services.api.pages import failure, page, wants_json
 from services.api.publishing import PublishFailed
 from services.api.rate_limit import limit_work
 from services.api.state import api_state
+from services.api.web.session import current_session, session_cookie
 
 log = get_logger("integrations.api.oauth")
 
@@ -41,7 +43,7 @@ async def connect(request: Request) -> Response:
     login_hint = await _login_hint(request)
     limit_work(request, caller.user_id)
     c = api_state(request).container
-    url = await anyio.to_thread.run_sync(lambda: start_authorization(c, user_id=caller.user_id, login_hint=login_hint))
+    url = await anyio.to_thread.run_sync(lambda: start_connect_flow(c, user_id=caller.user_id, login_hint=login_hint))
     return JSONResponse({"authorization_url": url}, headers={"Cache-Control": "no-store"})
 
 
@@ -68,12 +70,16 @@ async def _login_hint(request: Request) -> str | None:
 async def callback(request: Request) -> Response:
     state = api_state(request)
     q = request.query_params
-    try:
-        outcome = await anyio.to_thread.run_sync(
-            lambda: finish_authorization(
-                state.container, state=q.get("state", ""), code=q.get("code"), error=q.get("error")
-            )
+    cookie = session_cookie(request)
+
+    def finish() -> Outcome:
+        browser = current_session(state.container, cookie)
+        return finish_authorization(
+            state.container, state=q.get("state", ""), code=q.get("code"), error=q.get("error"), browser=browser
         )
+
+    try:
+        outcome = await anyio.to_thread.run_sync(finish)
     except CallbackRejected as exc:
         level = "error" if exc.code == "provider_config" else "info"
         getattr(log, level)("oauth.callback.rejected", reason=exc.code, status=exc.status)

@@ -73,8 +73,10 @@ PATHS: dict[str, Any] = {
     "/integrations/google/connect": {
         "post": {
             "summary": "Start connecting a Google Business Profile account",
-            "description": "Returns Google's consent URL (offline access, prompt=consent, PKCE S256) with a "
-            "single-use state bound to the caller, valid for 10 minutes.",
+            "description": "Returns a first-party URL under PUBLIC_BASE_URL for a single-use flow bound to the "
+            "caller, valid for 10 minutes. Opened in a browser signed in as the caller it redirects to Google's "
+            "consent page (offline access, prompt=consent, PKCE S256, a state bound to that browser session); "
+            "otherwise it shows the sign-in page.",
             "requestBody": {
                 "required": False,
                 "content": {JSON: {"schema": {"$ref": "#/components/schemas/ConnectRequest"}}},
@@ -93,7 +95,8 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Google's redirect back after consent",
             "description": "Exchanges the code, checks the granted scopes, stores the tokens encrypted and "
-            "queues the initial sync. No API key: the state binds the request to the user.",
+            "queues the initial sync. No API key: the state binds the request to the user and to the browser "
+            "session that started it; another browser, or one signed in as someone else, attaches nothing (400).",
             "security": _PUBLIC,
             "parameters": [
                 {"name": "code", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -106,7 +109,8 @@ PATHS: dict[str, Any] = {
                     "headers": {"Location": {"schema": {"type": "string"}}},
                 },
                 "400": _html_or_json(
-                    "Invalid, expired or reused state, missing code, access denied or permission not granted.",
+                    "Invalid, expired or reused state, another browser session, missing code, access denied or "
+                    "permission not granted.",
                     _ERROR_REF,
                 ),
                 "409": _html_or_json("The same account was connected by a concurrent callback.", _ERROR_REF),

@@ -9,34 +9,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from html import escape
 
-# Why Google stopped accepting the connection, in words a user can act on.
-REASONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "invalid_grant": (
-        "Google no longer accepts our access to your account. This usually means one of these:",
-        (
-            "access was removed in your Google Account (Security, third-party apps with account access);",
-            "our app is still in Google's testing mode, where Google ends every connection after 7 days;",
-            "the connection went unused for 6 months, so Google ended it;",
-            "your Google account password was changed.",
-        ),
-    ),
-    "invalid_rapt": (
-        "Your organisation's Google Workspace policy asks you to sign in again from time to time "
-        "(a re-authentication policy), and that time has come.",
-        (),
-    ),
-    "missing_scope": (
-        "We are missing the permission to manage your Business Profile: the box for it was left "
-        "unticked on Google's consent screen, or the permission was removed since.",
-        (),
-    ),
-    "no_refresh_token": (
-        "Google did not give us offline access, which we need to keep your data up to date while you are away.",
-        (),
-    ),
-}
-REASONS["permission_denied"] = REASONS["missing_scope"]
-_FALLBACK = ("Google asked for you to sign in again before we can keep syncing.", ())
+from common.reauth_reasons import FALLBACK as _FALLBACK
+from common.reauth_reasons import REASONS
+
 # RFC 5322's hard limit instead of the advisory 78: the reconnect link stays on one readable line
 # (no quoted-printable soft breaks), and long subjects are not folded in odd places.
 _POLICY = policy.default.clone(max_line_length=998)

@@ -100,21 +100,22 @@ def test_the_api_process_connects_an_account_queues_a_sync_and_logs_json_without
     c = bootstrap(make_settings(pg_url, google), configure_logs=False)
     try:
         _, key = create_user(c.sessions, new_email())
-    finally:
-        c.close()
-    with httpx.Client(base_url=running_api.url, timeout=10) as http:
-        assert http.get("/readyz").json() == {"database": "ok", "broker": "ok"}
-        iid = connect_over(http, bearer(key))
-        sync = http.post(f"/integrations/{iid}/sync", headers=bearer(key))
-        assert sync.status_code == 202
-        shown = http.get(f"/integrations/{iid}", headers=bearer(key)).json()
-        assert shown["status"] == "active"
-        assert http.get("/admin/token-health", headers=bearer(ADMIN_KEY)).status_code == 200
-        assert http.get("/metrics").status_code == 404, "METRICS_PORT takes /metrics off the public port"
+        with httpx.Client(base_url=running_api.url, timeout=10) as http:
+            assert http.get("/readyz").json() == {"database": "ok", "broker": "ok"}
+            # The browser signs in (a session opened in the database stands for the emailed link).
+            iid = connect_over(http, bearer(key), sessions=c.sessions)
+            sync = http.post(f"/integrations/{iid}/sync", headers=bearer(key))
+            assert sync.status_code == 202
+            shown = http.get(f"/integrations/{iid}", headers=bearer(key)).json()
+            assert shown["status"] == "active"
+            assert http.get("/admin/token-health", headers=bearer(ADMIN_KEY)).status_code == 200
+            assert http.get("/metrics").status_code == 404, "METRICS_PORT takes /metrics off the public port"
         metrics = httpx.get(running_api.metrics_url, timeout=10).text
         assert (
             'integrations_api_requests_total{method="POST",route="/integrations/{id}/sync",status="202"} 1.0' in metrics
         )
+    finally:
+        c.close()
 
     queued = [(m["actor_name"], m["args"], m["message_id"]) for m in drain(running_api.amqp_url, "sync")]
     assert queued[0][:2] == (INTEGRATION_CONNECTED, [iid])

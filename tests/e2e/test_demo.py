@@ -39,7 +39,9 @@ def test_make_demo_from_a_clean_clone(tmp_path):
         row = summary.splitlines()[1].split()
         assert row[0] == "1" and row[1] == "google" and "active" in row and "success" in row and "False" in row
         assert "Demo finished" in out
-        mails = sorted((clone / "var" / "demo" / "mail").glob("*.eml"))
-        assert len(mails) == 2  # one re-auth email for the incident, one confirmation
+        mails = sorted(p.name for p in (clone / "var" / "demo" / "mail").glob("*.eml"))
+        # The sign-in link, one re-auth email for the incident, one confirmation.
+        assert len(mails) == 3 and len([m for m in mails if m.startswith("sign-in-")]) == 1, mails
+        assert "The Integrations page: http://127.0.0.1:" in out
     finally:
         shutil.rmtree(clone, ignore_errors=True)

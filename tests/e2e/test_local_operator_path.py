@@ -4,7 +4,10 @@ then the api, worker, scheduler and notifier as separate processes, and the curl
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -131,9 +134,18 @@ def _answers(http: httpx.Client) -> bool:
 def _curl_session(stack: Stack, http: httpx.Client) -> None:
     key = stack.run("services.cli", "users", "create", "--email", "you@example.com").stdout.splitlines()[-1]
     auth = {"Authorization": f"Bearer {key}"}
+    # Sign in from the emailed link (the notifier writes it to VAR_DIR/mail/), keeping the session cookie.
+    assert http.post("/sign-in", data={"email": "you@example.com"}).status_code == 200
+    mail_dir = Path(stack.env["VAR_DIR"]) / "mail"
+    mail = wait_for(lambda: next(iter(mail_dir.glob("sign-in-*.eml")), None), 60, "the sign-in email")
+    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    link = re.search(r"http\S+/sign-in/link\?token=(\S+)", message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    assert link is not None
+    assert http.post("/sign-in/link", data={"token": link.group(1)}).status_code == 303
     authorization_url = http.post("/integrations/google/connect", headers=auth).json()["authorization_url"]
-    callback = httpx.get(authorization_url, follow_redirects=False, timeout=10).headers["location"]
-    done = httpx.get(callback, follow_redirects=False, timeout=10)
+    google = http.get(authorization_url, follow_redirects=False).headers["location"]
+    callback = httpx.get(google, follow_redirects=False, timeout=10).headers["location"]
+    done = http.get(callback, follow_redirects=False)
     assert done.status_code == 303, done.text
     listed = http.get("/integrations", headers=auth).json()
     assert [i["status"] for i in listed] == ["active"]

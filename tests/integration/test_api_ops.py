@@ -228,8 +228,7 @@ def test_a_first_sync_the_broker_could_not_take_at_the_callback_is_sent_by_the_o
 ) -> None:
     client, c = no_broker
     _, key = create_user(c.sessions, new_email())
-    resp = client.post("/integrations/google/connect", headers=bearer(key))
-    callback = client.get("/oauth/google/callback", params=consent(resp.json()["authorization_url"]))
+    callback = client.get("/oauth/google/callback", params=consent(start(client, bearer(key))))
     assert callback.status_code == 200  # the done page, after the 303
     assert "could not be started" in callback.text
     with c.sessions() as s:

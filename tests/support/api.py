@@ -18,6 +18,7 @@ import pika
 import pika.exceptions
 import pytest
 import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -31,6 +32,7 @@ from services.fake_google import FakeGoogleServer
 from tests.conftest import make_settings
 from tests.support import services
 from tests.support.flows import new_email
+from tests.support.web import open_flow
 
 
 @functools.cache
@@ -120,15 +122,27 @@ def consent(authorization_url: str) -> dict[str, str]:
     return {k: v[0] for k, v in query.items()}
 
 
-def start(client: httpx.Client | TestClient, headers: dict[str, str], google_email: str | None = None) -> str:
+def start(
+    client: httpx.Client | TestClient,
+    headers: dict[str, str],
+    google_email: str | None = None,
+    sessions: sessionmaker[Session] | None = None,
+) -> str:
+    """Start a connect with the API key and open its first-party URL in `client`, signed in as the key's owner
+    (as the user's browser would); Google's authorization URL. `sessions` for a client of a real process."""
     body = {"login_hint": google_email} if google_email else None
     resp = client.post("/integrations/google/connect", headers=headers, json=body)
     assert resp.status_code == 200, resp.text
-    return str(resp.json()["authorization_url"])
+    return open_flow(client, str(resp.json()["authorization_url"]), headers, sessions)
 
 
-def connect_over(client: httpx.Client | TestClient, headers: dict[str, str], google_email: str | None = None) -> int:
-    query = consent(start(client, headers, google_email or new_email("g")))
+def connect_over(
+    client: httpx.Client | TestClient,
+    headers: dict[str, str],
+    google_email: str | None = None,
+    sessions: sessionmaker[Session] | None = None,
+) -> int:
+    query = consent(start(client, headers, google_email or new_email("g"), sessions))
     resp = client.get("/oauth/google/callback", params=query, follow_redirects=False)
     assert resp.status_code == 303, resp.text
     done = urlsplit(resp.headers["location"])
@@ -162,9 +176,11 @@ def messages_for(amqp_url: str, queue: str, actor: str, integration_id: int) -> 
 class ApiServer:
     """The app on a real uvicorn server in a thread, for tests that need real sockets and timeouts."""
 
-    def __init__(self, app: Starlette) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+    def __init__(self, app: Starlette, sock: socket.socket | None = None) -> None:
+        """`sock`: a socket bound already (so the app's PUBLIC_BASE_URL can name its port); else a free port."""
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
         self._sock = sock
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2)
