@@ -33,9 +33,11 @@ from common.reconnect_links import (
     reconnect_path,
     redeem_link,
 )
+from common.web_sessions import find_session, open_session, revoke_session, session_hash
 from services.api.oauth_flow import add_state
 from services.api.pages import form_page, page
 from services.api.params import ID_PATTERN, MAX_ID
+from services.api.web.session import cookie_name, from_this_site, set_session_cookie
 
 log = get_logger("integrations.api.reconnect")
 
@@ -43,6 +45,7 @@ MAX_TOKEN_LENGTH = 2048
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 _FORM = "application/x-www-form-urlencoded"
 MSG_INCOMPLETE = "This reconnect link is incomplete. Open the link from the email again."
+MSG_OTHER_SITE = "This form was sent from another site. Open the link from the email and press its button."
 
 
 def container_of(request: Request) -> Container:
@@ -61,20 +64,29 @@ def describe_link(c: Container, integration_id: int, token: str) -> str:
         return public_name(integration)
 
 
-def start_reconnect(c: Container, integration_id: int, token: str) -> str:
-    """Redeem the link and store the OAuth state in one transaction; Google's authorization URL.
+def start_reconnect(c: Container, integration_id: int, token: str, old_session: str = "") -> tuple[str, str]:
+    """Redeem the link, sign the browser in as the integration's owner and store the OAuth state bound to that
+    session, in one transaction; Google's authorization URL and the new session's raw id (for the cookie).
 
-    Raises ReconnectLinkError (LinkNotNeeded when the integration already works).
+    The browser's previous session, if any, is revoked (no fixation). Raises ReconnectLinkError
+    (LinkNotNeeded when the integration already works).
     """
     now = utcnow()
     signer = make_signer(c.settings.token_encryption_keys.reveal())
     with c.sessions.begin() as s:
         link = redeem_link(s, signer, token, integration_id=integration_id, now=now)
-        state, pkce = add_state(s, user_id=link.user_id, integration_id=link.integration_id, now=now)
+        old = find_session(s, old_session, now) if old_session else None
+        if old is not None:
+            revoke_session(s, old.session_hash, now)
+        raw = open_session(s, user_id=link.user_id, operator=False, now=now)
+        state, pkce = add_state(
+            s, user_id=link.user_id, integration_id=link.integration_id, now=now, session_hash=session_hash(raw)
+        )
     log.info("reconnect.link_used", integration_id=integration_id, incident_id=link.incident_id)
-    return c.oauth.authorization_url(
+    url = c.oauth.authorization_url(
         redirect_uri=c.settings.redirect_uri, state=state, pkce=pkce, login_hint=link.google_email
     )
+    return url, raw
 
 
 async def reconnect(request: Request) -> Response:
@@ -86,19 +98,27 @@ async def reconnect(request: Request) -> Response:
     integration_id = int(raw_id)
     c = container_of(request)
     post = request.method == "POST"  # GET and HEAD only look: mail scanners and link previews fetch links
+    if post and not from_this_site(request):  # another site's form would sign this browser in as the link's owner
+        return page("This reconnect link cannot be used", MSG_OTHER_SITE, 403)
     token = await _form_token(request) if post else request.query_params.get("token", "")
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return _rejected(MSG_INCOMPLETE)
-    use = start_reconnect if post else describe_link
+    old_session = request.cookies.get(cookie_name(c.settings), "")
     try:
-        answer = await anyio.to_thread.run_sync(lambda: use(c, integration_id, token))
+        if post:
+            url, raw = await anyio.to_thread.run_sync(lambda: start_reconnect(c, integration_id, token, old_session))
+        else:
+            answer = await anyio.to_thread.run_sync(lambda: describe_link(c, integration_id, token))
     except LinkNotNeeded as exc:
         return page("Nothing to reconnect", exc.message, 200)
     except ReconnectLinkError as exc:
         log.info("reconnect.link_rejected", integration_id=integration_id, message=exc.message, used=post)
         return _rejected(exc.message)
     if post:
-        return RedirectResponse(answer, status_code=303, headers=_NO_STORE)
+        # The browser is now signed in as the owner: the callback accepts this state only from this session.
+        response = RedirectResponse(url, status_code=303, headers=_NO_STORE)
+        set_session_cookie(response, raw, c.settings)
+        return response
     return form_page(
         f"Reconnect {answer}",
         f"{answer} needs your permission again before it can sync. "

@@ -125,7 +125,8 @@ def test_link_starts_consent_for_the_same_integration_and_the_callback_repairs_i
 
     consent = httpx.get(resp.headers["location"], follow_redirects=False, timeout=10)
     back = urlsplit(consent.headers["location"])
-    done = client.get(f"{back.path}?{back.query}")
+    # Google redirects to PUBLIC_BASE_URL's callback: the browser the button signed in sends its session there.
+    done = client.get(f"{pg.settings.public_base_url}{back.path}?{back.query}")
     assert done.status_code == 200 and "is connected again" in done.text
 
     row = load(pg, iid)
@@ -184,3 +185,29 @@ def test_a_link_to_a_working_integration_has_nothing_to_do(pg, google, client):
     resp = client.get(link_for(pg, iid), follow_redirects=False)
     assert resp.status_code == 200 and "connected and working" in resp.text
     assert "<form" not in resp.text
+
+
+def test_pressing_the_button_signs_the_browser_in_and_only_that_browser_may_finish(pg, google, client):
+    iid, _google_email, incident_id = broken(pg, google)
+    pressed = press(client, link_for(pg, iid, incident_id))
+    assert pressed.status_code == 303
+    assert pressed.cookies.get("session"), "the reconnect link signs the browser in as the integration's owner"
+    back = urlsplit(httpx.get(pressed.headers["location"], follow_redirects=False).headers["location"])
+    query = {k: v[0] for k, v in parse_qs(back.query).items()}
+
+    with TestClient(create_app(pg)) as another_browser:  # e.g. someone the callback URL was forwarded to
+        stolen = another_browser.get(back.path, params=query, headers={"Accept": "application/json"})
+
+    assert stolen.status_code == 400 and stolen.json()["error"]["code"] == "session_mismatch"
+    assert load(pg, iid).needs_reauth  # the refused browser attached nothing
+
+
+def test_a_reconnect_form_sent_from_another_site_uses_nothing(pg, google, client):
+    iid, _google_email, incident_id = broken(pg, google)
+    link = link_for(pg, iid, incident_id)
+    form = one_form(client.get(link).text, link)
+    forged = client.post(
+        form.action, data=form.fields, headers={"Origin": "https://evil.example"}, follow_redirects=False
+    )
+    assert forged.status_code == 403 and "session" not in forged.cookies
+    assert press(client, link).status_code == 303  # the link was not used up
