@@ -22,7 +22,7 @@ from common.models import Integration
 from common.tasks import REFRESH_ALL, send
 from common.users import create_user
 from services.fake_google import FakeGoogleServer
-from tests.conftest import make_settings
+from tests.conftest import TEST_ADMIN_KEY, make_settings
 from tests.support.api import ApiServer, build_app, close, own_vhost
 from tests.support.browser import ARTIFACTS, chromium
 from tests.support.flows import new_email
@@ -32,7 +32,7 @@ from tests.support.web import sign_in_link
 from tests.support.worker import RunningWorker, running_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow]
-ADMIN_KEY = "test-admin-key"
+ADMIN_KEY = TEST_ADMIN_KEY  # what make_settings configures
 
 
 @dataclass

@@ -54,11 +54,13 @@ def test_a_user_holds_at_most_the_cap_of_open_states_and_the_newest_still_work(a
     assert newest.status_code == 303
     # Another user's flows are not touched by this user's connects.
     other_id, other = api.user()
-    first = start(api.client, other)
-    for _ in range(MAX_OPEN_STATES):
-        start(api.client, headers)
-    assert len(states_of(api.c, other_id)) == 1
-    assert api.client.get("/oauth/google/callback", params=consent(first), follow_redirects=False).status_code == 303
+    with TestClient(api.client.app) as other_browser:  # each user connects from their own signed-in browser
+        first = start(other_browser, other)
+        for _ in range(MAX_OPEN_STATES):
+            start(api.client, headers)
+        assert len(states_of(api.c, other_id)) == 1
+        done = other_browser.get("/oauth/google/callback", params=consent(first), follow_redirects=False)
+    assert done.status_code == 303
 
 
 def test_the_sweep_purges_used_and_expired_states_and_keeps_open_ones(pg):

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from common.models import Integration, User, utcnow
 from common.sync_service import sync_integration
+from tests.conftest import TEST_ADMIN_KEY
 from tests.support.api import Api
 from tests.support.web import csrf_of, sign_in
 
@@ -94,7 +95,7 @@ def test_pages_carry_a_strict_csp_no_inline_script_or_style_and_no_token(api: Ap
         "/web/integrations/1": browser.get(f"/web/integrations/{iid}"),
         "disconnect": browser.get(f"/web/integrations/{iid}/disconnect"),
         "signed out": TestClient(api.client.app).get("/"),
-        "admin": api.client.get("/admin", headers={"Authorization": "Bearer test-admin-key"}),
+        "admin": api.client.get("/admin", headers={"Authorization": f"Bearer {TEST_ADMIN_KEY}"}),
     }
     for name, resp in pages.items():
         assert resp.status_code == 200, name
@@ -119,8 +120,8 @@ def test_the_operators_page_needs_the_admin_key_or_an_operator_session(api: Api)
     user_browser, _, _ = signed_in_browser(api)
     assert 'action="/admin/sign-in"' in user_browser.get("/admin").text, "a user's session is not an operator's"
     assert anonymous.post("/admin/sign-in", data={"key": "wrong"}).status_code == 401
-    signed = anonymous.post("/admin/sign-in", data={"key": "test-admin-key"}, follow_redirects=False)
-    assert signed.status_code == 303 and "test-admin-key" not in signed.headers["set-cookie"]
+    signed = anonymous.post("/admin/sign-in", data={"key": TEST_ADMIN_KEY}, follow_redirects=False)
+    assert signed.status_code == 303 and TEST_ADMIN_KEY not in signed.headers["set-cookie"]
     page = anonymous.get("/admin").text
     assert "Integrations by state" in page and "Needing attention" in page
     with api.c.sessions() as s:

@@ -15,7 +15,7 @@ from common.config import Secret
 from common.models import Integration, User, utcnow
 from common.tasks import SYNC_INTEGRATION
 from common.web_sessions import find_session
-from tests.conftest import make_settings
+from tests.conftest import TEST_ADMIN_KEY, make_settings
 from tests.support.api import Api, build_app, close, consent, drain, start
 from tests.support.flows import new_email
 from tests.support.notify import Mailbox, running_notifier, smtp_server
@@ -245,7 +245,7 @@ def test_behind_https_the_cookie_is_secure_and_host_only(pg_url: str, google, ap
     app, c = build_app(make_settings(pg_url, google, broker_url=api_vhost, public_base_url=base), api_vhost)
     try:
         with TestClient(app, base_url=base) as browser:
-            resp = browser.post("/admin/sign-in", data={"key": "test-admin-key"}, follow_redirects=False)
+            resp = browser.post("/admin/sign-in", data={"key": TEST_ADMIN_KEY}, follow_redirects=False)
             cookie = resp.headers["set-cookie"]
             assert resp.status_code == 303 and cookie.startswith("__Host-session=")
             assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
