@@ -76,9 +76,13 @@ class Settings:
     refresh_spread_seconds: int = 0
     http_timeout_seconds: float = 10.0
     lock_timeout_seconds: float = 30.0
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from another host or container
+    rabbitmq_management_url: Secret = field(default_factory=lambda: Secret(""))
     log_level: str = "INFO"
     log_format: str = ""
     var_dir: str = "var"
+    sync_interval_hours: int = 24
 
     @property
     def standalone(self) -> bool:
@@ -157,6 +161,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("REFRESH_MARGIN_SECONDS and NIGHTLY_REFRESH_WITHIN_SECONDS must not be negative")
     if not 0 <= s.api_port <= 65535:
         raise ConfigError(f"API_PORT must be a TCP port (0-65535), got {s.api_port}")
+    if not 0 <= s.metrics_port <= 65535:
+        raise ConfigError(f"METRICS_PORT must be a TCP port (1-65535), got {s.metrics_port}")
     if not s.public_base_url.startswith(("http://", "https://")):
         raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
 
