@@ -43,6 +43,10 @@ def _row(user_id: int, n: int, **fields: object) -> Integration:
     return Integration(user_id=user_id, external_account_id=f"acct-{n}", created_at=OLD, **fields)
 
 
+def _error(kind: str, needs_reauth: bool = False) -> dict[str, object]:
+    return {"last_sync_status": "error", "error_kind": kind, "needs_reauth": needs_reauth}
+
+
 def _seed(db: str, google: FakeGoogleServer) -> dt.datetime:
     """Known states; returns the oldest successful sync of a healthy or stale integration."""
     c = bootstrap(make_settings(db, google), configure_logs=False)
@@ -54,25 +58,10 @@ def _seed(db: str, google: FakeGoogleServer) -> dt.datetime:
             *(_row(user, n, last_synced_at=NOW - dt.timedelta(hours=n), **synced) for n in range(1, 4)),  # healthy
             _row(user, 4, last_synced_at=oldest, **synced),  # stale (SYNC_INTERVAL_HOURS 24: older than 48 h)
             _row(user, 5, last_synced_at=NOW - dt.timedelta(hours=60), **synced),  # stale
-            _row(
-                user,
-                6,
-                last_synced_at=NOW - dt.timedelta(days=30),
-                needs_reauth=True,
-                last_sync_status="error",
-                error_kind="reauth_required",
-                error_reason="invalid_grant",
-            ),  # fmt: skip
-            _row(user, 7, needs_reauth=True, last_sync_status="error", error_kind="reauth_required"),
-            _row(
-                user,
-                8,
-                last_synced_at=NOW,
-                last_sync_status="error",
-                error_kind="provider_config",
-                error_reason="invalid_client",
-            ),  # fmt: skip
-            _row(user, 9, last_synced_at=NOW, last_sync_status="error", error_kind="transient"),
+            _row(user, 6, last_synced_at=NOW - dt.timedelta(days=30), **_error("reauth_required", needs_reauth=True)),
+            _row(user, 7, **_error("reauth_required", needs_reauth=True)),
+            _row(user, 8, last_synced_at=NOW, **_error("provider_config")),
+            _row(user, 9, last_synced_at=NOW, **_error("transient")),
             _row(user, 10),  # never synced
             _row(user, 11),
             _row(user, 12, status=DISCONNECTED, last_synced_at=NOW - dt.timedelta(days=90), **synced),
@@ -98,7 +87,7 @@ def _seed(db: str, google: FakeGoogleServer) -> dt.datetime:
                         closed_at=NOW,
                         reconnected_notified_at=NOW,
                         **told,
-                    ),  # fmt: skip
+                    ),
                 ]
             )
     finally:
@@ -127,9 +116,13 @@ def test_fleet_and_queue_gauges_match_the_database_and_rabbitmq(
             assert held is not None
 
             env = base_env(
-                **google.env(), DATABASE_URL=own_db, BROKER_URL=amqp, TOKEN_ENCRYPTION_KEYS=TEST_KEYS,
-                NIGHTLY_REFRESH_CRON="0 2 29 2 *", VAR_DIR=str(tmp_path / "var"),
-            )  # fmt: skip
+                **google.env(),
+                DATABASE_URL=own_db,
+                BROKER_URL=amqp,
+                TOKEN_ENCRYPTION_KEYS=TEST_KEYS,
+                NIGHTLY_REFRESH_CRON="0 2 29 2 *",
+                VAR_DIR=str(tmp_path / "var"),
+            )
             with service("scheduler", env, tmp_path) as scheduler:
                 expected_queues = {
                     (SYNC_QUEUE, "ready"): 2,
