@@ -1,4 +1,4 @@
-"""The alert rules and the Prometheus config pass promtool: rule syntax, config, and a firing and a quiet test per alert."""
+"""The alert rules and Prometheus config pass promtool: syntax, config, a firing and a quiet test per alert."""
 
 from __future__ import annotations
 
