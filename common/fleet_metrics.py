@@ -85,6 +85,10 @@ class FleetCollector(Collector):
                 self._cached = (now, fleet_snapshot(self._sessions, self._clock() - self._stale_after))
             return self._cached[1]
 
+    def describe(self) -> Iterator[Metric]:
+        # Without it the registry would call collect() on registration: a query before the first scrape.
+        return iter(())
+
     def collect(self) -> Iterator[Metric]:
         try:
             snap = self.snapshot()

@@ -93,6 +93,10 @@ class QueueCollector(Collector):
                 self._cached = (now, queue_depths(self._api, self._http))
             return self._cached[1]
 
+    def describe(self) -> Iterator[Metric]:
+        # Without it the registry would call collect() on registration: a query before the first scrape.
+        return iter(())
+
     def collect(self) -> Iterator[Metric]:
         try:
             depths = self.depths()
