@@ -44,6 +44,7 @@ def serve(settings: Settings, service: str, registry: CollectorRegistry = REGIST
 def multiprocess_dir() -> Iterator[str]:
     """A fresh directory for the children's metric files, removed afterwards."""
     path = tempfile.mkdtemp(prefix="integrations-metrics-")
+    log.info("metrics.multiprocess_dir", path=path)
     try:
         yield path
     finally:

@@ -20,7 +20,7 @@ import dramatiq
 
 from common.config import load_settings
 from common.errors import ConfigError
-from common.logging import get_logger
+from common.logging import configure_logging, get_logger
 from common.metrics_server import child_env, child_exited, multiprocess_dir, serve_children
 from common.metrics_server import serve as serve_metrics
 from common.process import require_rabbitmq
@@ -82,6 +82,7 @@ def run_processes(processes: int, threads: int, shutdown_timeout: float) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.metrics_port:
         return _supervise(processes, threads, shutdown_timeout, None)
     with multiprocess_dir() as path:

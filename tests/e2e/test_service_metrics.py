@@ -8,6 +8,7 @@ process and as a supervisor of two (prometheus_client's multiprocess mode, summe
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,8 +125,22 @@ def test_real_traffic_moves_every_family_by_exactly_what_happened(
             assert _family(n, EMAILS) == {(("kind", "reauth"), ("outcome", "sent")): 1}
             # The worker's families are the worker's: the notifier and scheduler counted none of its work.
             assert _family(n, REFRESHES) == {} and _family(sch, SYNCS) == {}
+            if processes > 1:
+                written = {int(p.stem.split("_")[-1]) for p in _multiprocess_dir(worker).glob("counter_*.db")}
+                assert written and written <= set(_children(worker.process.pid)), "the children's files, summed"
             # The fleet gauges come from the scheduler (cached for a scrape interval; their values: test_fleet_metrics).
             assert sum(_family(sch, "integrations_integrations").values()) == 2
+        if processes > 1:  # the supervisor removed its children's metric files when it stopped
+            assert not _multiprocess_dir(worker).exists()
+
+
+def _multiprocess_dir(worker: Service) -> Path:
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    return Path(next(r["path"] for r in lines if r.get("event") == "metrics.multiprocess_dir"))
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _family(samples: dict, name: str) -> dict:
