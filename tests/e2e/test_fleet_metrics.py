@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pika
 import pytest
 
@@ -18,6 +19,7 @@ from common.broker import make_broker
 from common.fleet_metrics import FleetCollector
 from common.migrate import upgrade
 from common.models import DISCONNECTED, Incident, Integration
+from common.queue_metrics import management_api
 from common.tasks import SYNC_INTEGRATION, SYNC_QUEUE, send
 from common.users import create_user
 from services.fake_google import FakeGoogleServer
@@ -95,11 +97,24 @@ def _seed(db: str, google: FakeGoogleServer) -> dt.datetime:
     return oldest
 
 
+def _require_management_api(amqp: str) -> None:
+    api = management_api(amqp)
+    try:
+        httpx.get(f"{api.base_url}/api/overview", auth=api.auth, timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        pytest.fail(
+            f"RabbitMQ's management API does not answer at {api.base_url} ({type(exc).__name__}): "
+            "`rabbitmq-plugins enable rabbitmq_management` (.ci/run does it)",
+            pytrace=False,
+        )
+
+
 def test_fleet_and_queue_gauges_match_the_database_and_rabbitmq(
     own_db: str, google: FakeGoogleServer, tmp_path: Path
 ) -> None:
     oldest = _seed(own_db, google)
     with own_vhost() as amqp:
+        _require_management_api(amqp)
         broker = make_broker(amqp)
         try:
             for n in range(4):
