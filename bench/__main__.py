@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import api_accept, fanout, report, sync_latency
+from bench import api_accept, fanout, report, scrape_cost, sync_latency
 from bench.config import BenchConfig, load_config
 from bench.fleet import seed
 from bench.infra import Processes, interrupt_on_sigterm, run_name, temporary_database, temporary_vhost
@@ -56,6 +56,13 @@ def run(cfg: BenchConfig, name: str, log_dir: Path) -> dict[str, Any]:
         results["setup"] = {"integrations": cfg.n, "seconds": round(time.perf_counter() - started, 1)}
         say(f"{cfg.n} integrations with grants at the fake in {results['setup']['seconds']} s")
 
+        if "scrape" in cfg.only:  # only when asked for: three more refresh-all runs
+            say(f"scrape cost: refresh-all of {cfg.n} three times, the middle one scraped every second")
+            results["scrape_cost"] = scrape_cost.run(
+                stack, engine, fleet.refresh_tokens, cfg.n, cfg.worker_processes, cfg.worker_threads
+            )
+            say(report.scrape_line(results["scrape_cost"]))
+            stack.stop_workers()
         if cfg.wants("refresh") or cfg.wants("sync"):
             stack.start_workers(cfg.worker_processes, cfg.worker_threads)
         if cfg.wants("refresh"):

@@ -242,6 +242,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return out
 
 
+def scrape_line(r: dict[str, Any]) -> str:
+    rates = ", ".join(f"{x['label']} {x['refreshes_per_second']}/s" for x in r["runs"])
+    per = ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_scrape"].items())
+    return (
+        f"{rates}; {r['scrapes']} scrapes of ~{r['bytes_per_scrape']} bytes; CPU ms per scrape: {per}; "
+        f"cost {r['cost_pct_of_rate']}% of the refresh rate (rate measured {r['rate_change_pct']:+}% while scraped)"
+    )
+
+
 def table(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -252,7 +261,16 @@ def table(results: dict[str, Any]) -> str:
     for key, section in (("refresh_all", _refresh), ("fanout", _fanout), ("api_accept", _api), ("sync_latency", _sync)):
         if results.get(key):
             lines += [*section(results), ""]
+    if results.get("scrape_cost"):
+        lines += [
+            "5. scrape cost: every /metrics endpoint scraped every second during refresh-all",
+            scrape_line(results["scrape_cost"]),
+            "",
+        ]
+        cost = results["scrape_cost"]["cost_pct_of_rate"]
     checks = targets(results)
+    if results.get("scrape_cost"):
+        checks.append(("scraping every endpoint each second < 3% of refresh rate", f"{cost}%", cost < 3))
     if checks:
         lines.append("targets")
         lines += _fmt([["target", "measured", ""]] + [[t, v, "met" if ok else "MISSED"] for t, v, ok in checks])

@@ -17,6 +17,7 @@ from common.events import Event, IncidentClosed, IncidentOpened, Publisher, disc
 from common.gbp_client import GbpClient, GbpUrls
 from common.google_oauth import GoogleOAuthClient, GoogleOAuthConfig
 from common.logging import configure_logging
+from common.metered_http import metered_client
 from common.startup_checks import log_startup_warnings
 from common.tasks import NOTIFY_INCIDENT_CLOSED, NOTIFY_INCIDENT_OPENED, send
 from common.token_service import TokenService
@@ -55,6 +56,17 @@ def broker_publisher(broker: dramatiq.Broker) -> Publisher:
     return publish
 
 
+def google_apis(settings: Settings) -> dict[str, str]:
+    """Each configured Google endpoint and the API name its calls are counted under."""
+    return {
+        settings.google_token_url: "token",
+        settings.google_revoke_url: "revoke",
+        settings.gbp_account_management_url: "account_management",
+        settings.gbp_business_information_url: "business_information",
+        settings.gbp_performance_url: "performance",
+    }
+
+
 def bootstrap(
     settings: Settings | None = None,
     *,
@@ -71,7 +83,8 @@ def bootstrap(
     sessions = make_sessionmaker(engine)
     cipher = TokenCipher.from_spec(settings.token_encryption_keys.reveal())
     timeout = settings.http_timeout_seconds
-    http = httpx.Client(
+    http = metered_client(
+        google_apis(settings),
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         limits=httpx.Limits(max_connections=max(20, pool_size * 2), max_keepalive_connections=max(20, pool_size * 2)),
     )

@@ -77,10 +77,12 @@ class Settings:
     refresh_spread_seconds: int = 0
     http_timeout_seconds: float = 10.0
     lock_timeout_seconds: float = 30.0
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from another host or container
+    rabbitmq_management_url: Secret = field(default_factory=lambda: Secret(""))
     log_level: str = "INFO"
     log_format: str = ""
     var_dir: str = "var"
-    metrics_port: int = 0
     api_rate_limit_per_minute: int = 60
     api_rate_limit_burst: int = 10
 
@@ -88,6 +90,8 @@ class Settings:
         # DATABASE_URL and BROKER_URL carry passwords: shown masked, as the Secret fields are.
         shown = (f"{f.name}={_masked(f.name, getattr(self, f.name))!r}" for f in fields(self))
         return f"Settings({', '.join(shown)})"
+
+    sync_interval_hours: int = 24
 
     @property
     def standalone(self) -> bool:

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import httpx
 
 from common.errors import ProviderConfigError, ReauthRequired, TransientProviderError
+from common.metered_http import metered_client
 
 BUSINESS_SCOPE = "https://www.googleapis.com/auth/business.manage"
 SCOPES = ("openid", "email", BUSINESS_SCOPE)
@@ -72,7 +73,8 @@ class GoogleOAuthClient:
 
     def __init__(self, config: GoogleOAuthConfig, http: httpx.Client | None = None) -> None:
         self._cfg = config
-        self._http = http or httpx.Client(
+        self._http = http or metered_client(
+            {config.token_url: "token", config.revoke_url: "revoke"},
             timeout=httpx.Timeout(config.timeout_seconds, connect=min(5.0, config.timeout_seconds)),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
         )

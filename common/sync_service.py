@@ -37,6 +37,7 @@ from common.errors import (
 from common.gbp_client import DailyValue, GbpLocation
 from common.locking import lock_integration
 from common.logging import get_logger
+from common.metrics import record_sync
 from common.models import ACTIVE, Insight, Integration, Location, utcnow
 from common.token_service import UNDECRYPTABLE, mark_failed, open_incident
 
@@ -88,10 +89,12 @@ def sync_integration(container: Container, integration_id: int, *, today: dt.dat
     except (ProviderError, LockTimeout, OperationalError) as exc:
         kind, reason, message = _describe(exc)
         level = "error" if isinstance(exc, ProviderConfigError) else "warning"
+        record_sync("failed")
         getattr(log, level)(
             "sync.failed", **fields, duration_ms=_ms(started), error_kind=kind, reason=reason, message=message
         )
         raise
+    record_sync("succeeded")
     log.info(
         "sync.succeeded",
         **fields,

@@ -25,6 +25,7 @@ from common.events import Event, IncidentClosed, IncidentOpened, Publisher, disc
 from common.google_oauth import MSG_NO_REFRESH_TOKEN, TokenGrant
 from common.locking import lock_integration
 from common.logging import get_logger
+from common.metrics import record_refresh
 from common.models import ACTIVE, Incident, Integration, utcnow
 
 log = get_logger("integrations.token")
@@ -116,6 +117,7 @@ class TokenService:
             message=str(error),
             operator_action_required=True,
         )
+        record_refresh("failed", UNDECRYPTABLE)
         with self.sessions.begin() as s:
             row = _locked_or_none(s, integration_id, self.lock_timeout_seconds)
             if row is None or row.status != ACTIVE or row.needs_reauth:
@@ -205,6 +207,7 @@ class TokenService:
             _log_failed(row, failure, started)
             self.publish(events)
             raise failure
+        record_refresh("succeeded")
         log.info(
             "token.refresh.succeeded",
             integration_id=integration_id,
@@ -318,6 +321,7 @@ def _ms(started: float) -> float:
 
 
 def _log_skip(row: Integration, reason: str, started: float) -> None:
+    record_refresh("skipped", reason)
     log.info(
         "token.refresh.skipped",
         integration_id=row.id,
@@ -329,6 +333,7 @@ def _log_skip(row: Integration, reason: str, started: float) -> None:
 
 
 def _log_failed(row: Integration, error: ProviderError, started: float) -> None:
+    record_refresh("failed", error.reason)
     level = "error" if isinstance(error, ProviderConfigError) else "warning"
     getattr(log, level)(
         "token.refresh.failed",

@@ -17,6 +17,7 @@ umask 077
 sed -e "s|^POSTGRES_PASSWORD=\$|POSTGRES_PASSWORD=$(hex)|" \
     -e "s|^RABBITMQ_PASSWORD=\$|RABBITMQ_PASSWORD=$(hex)|" \
     -e "s|^ADMIN_API_KEY=\$|ADMIN_API_KEY=$(hex)|" \
+    -e "s|^GRAFANA_ADMIN_PASSWORD=\$|GRAFANA_ADMIN_PASSWORD=$(hex)|" \
     -e "s|^TOKEN_ENCRYPTION_KEYS=\$|TOKEN_ENCRYPTION_KEYS=$key|" \
     .env.example > "$out"
 if [ -n "$demo" ]; then  # the fake Google's client (compose.demo.yaml points the services at the fake)

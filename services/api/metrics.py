@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import start_http_server
+from prometheus_client.metrics_core import Metric
 
 # The client picks the method (h11 takes any 16 KB token): every label and log field holds one of these.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -50,12 +51,25 @@ class ApiMetrics:
         self.publish_failures.labels(actor).inc()
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        # Then the process's shared families (common.metrics): the API's own Google calls (code exchange, revoke).
+        return generate_latest(self.registry) + generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class _Both:
+    """The API's own registry and the process's shared one, as one collector for the METRICS_PORT server."""
+
+    def __init__(self, *registries: CollectorRegistry) -> None:
+        self.registries = registries
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in self.registries:
+            yield from registry.collect()
 
 
 def serve_metrics(metrics: ApiMetrics, host: str, port: int) -> Callable[[], None]:
-    """Serve `/metrics` of `metrics` on its own port (a thread of its own); returns the function that stops it."""
-    server, thread = start_http_server(port, host, registry=metrics.registry)
+    """Serve `/metrics` of `metrics` (and the shared families) on its own port, in a thread of its own; returns
+    the function that stops it."""
+    server, thread = start_http_server(port, host, registry=_Both(metrics.registry, REGISTRY))  # type: ignore[arg-type]
 
     def stop() -> None:
         server.shutdown()

@@ -15,6 +15,7 @@ from common.broker import make_broker
 from common.config import load_settings
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
+from common.metrics_server import serve as serve_metrics
 from common.process import dependencies_ready, require_rabbitmq, stop_on_signals
 from common.tasks import NOTIFY_QUEUE
 from services.notifier.actors import declare_actors
@@ -42,6 +43,7 @@ def main() -> int:
     container = bootstrap(settings, broker=broker, configure_logs=False, pool_size=2 * THREADS + 2)
     try:
         notifier = declare_actors(broker, container)
+        serve_metrics(settings, "notifier")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

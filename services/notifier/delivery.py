@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.config import Settings
 from common.errors import InvalidEmail, LockTimeout
 from common.logging import get_logger
+from common.metrics import record_email
 from common.models import ACTIVE, Incident, Integration, User, utcnow
 from common.reconnect_links import LINK_TTL_SECONDS, issue_link, make_signer
 from common.users import plain_mailbox
@@ -87,6 +88,7 @@ class Notifier:
                     _check_owner_address(draft)
                 self.mailer.send(draft)
             except MailDeliveryError as exc:
+                record_email(_kind(draft), "failed")
                 log.warning(
                     "notify.failed", incident_id=incident_id, notify_event=event, attempt=attempt, reason=str(exc)
                 )
@@ -95,6 +97,7 @@ class Notifier:
                 # Retrying cannot help; record it so neither retries nor the sweep resend forever.
                 log.error("notify.rejected", incident_id=incident_id, notify_event=event, message=str(exc))
                 outcome = "rejected"
+            record_email(_kind(draft), "sent" if outcome == "sent" else "failed")
             with self.sessions.begin() as s:
                 s.execute(update(Incident).where(Incident.id == incident_id).values({column: self.clock()}))
         log.info(

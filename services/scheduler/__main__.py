@@ -15,6 +15,7 @@ from common.cron import CronSchedule
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
 from common.process import dependencies_ready, require_rabbitmq, stop_on_signals
+from services.scheduler.metrics import serve_scheduler_metrics
 from services.scheduler.scheduler import NightlyScheduler, declare_periodic_stub
 
 
@@ -35,6 +36,11 @@ def main() -> int:
     broker = make_broker(settings.broker_url)
     container = bootstrap(settings, broker=broker, configure_logs=False, pool_size=2)
     declare_periodic_stub(broker, schedule)
+    try:
+        serve_scheduler_metrics(container)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     get_logger("integrations.scheduler").info("scheduler.process", pid=os.getpid())
     try:
         NightlyScheduler(container.sessions, broker, schedule).run(stop)

@@ -18,8 +18,11 @@ from types import FrameType
 
 import dramatiq
 
+from common.config import load_settings
 from common.errors import ConfigError
-from common.logging import get_logger
+from common.logging import configure_logging, get_logger
+from common.metrics_server import child_env, child_exited, multiprocess_dir, serve_children
+from common.metrics_server import serve as serve_metrics
 from common.process import dependencies_ready, require_rabbitmq
 from common.tasks import REFRESH_QUEUE, SYNC_QUEUE
 from services.worker.bootstrap import DEFAULT_THREADS, init_worker
@@ -44,6 +47,7 @@ def run_worker(threads: int, shutdown_timeout: float) -> int:
     """Consume until SIGTERM/SIGINT; a second signal exits at once."""
     try:
         container = init_worker(threads=threads)
+        serve_metrics(container.settings, "worker")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -75,13 +79,42 @@ def run_processes(processes: int, threads: int, shutdown_timeout: float) -> int:
     """Start `processes` single-process workers and relay termination signals to them.
 
     When one child dies on its own, the others are stopped too, so a supervisor restarts the lot.
+    With METRICS_PORT set, this process serves the children's metrics added up (common.metrics_server).
     """
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.metrics_port:
+        return _supervise(processes, threads, shutdown_timeout, None)
+    with multiprocess_dir() as path:
+        try:
+            server = serve_children(settings, path)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            return _supervise(processes, threads, shutdown_timeout, path)
+        finally:
+            if server is not None:
+                server.shutdown()
+
+
+def _supervise(processes: int, threads: int, shutdown_timeout: float, metrics_dir: str | None) -> int:
     cmd = [sys.executable, "-m", "services.worker", "--processes", "1", "--threads", str(threads)]
     cmd += ["--shutdown-timeout", str(shutdown_timeout)]
-    children = [subprocess.Popen(cmd) for _ in range(processes)]  # noqa: S603 - our own interpreter and module
+    env = child_env(metrics_dir) if metrics_dir else None
+    children = [subprocess.Popen(cmd, env=env) for _ in range(processes)]  # noqa: S603 - our own interpreter
     stop = _stop_on_signals(children)
+    exited: set[int] = set()
     while True:
         codes = [child.poll() for child in children]
+        for child, code in zip(children, codes, strict=True):
+            if metrics_dir and code is not None and child.pid not in exited:
+                exited.add(child.pid)
+                child_exited(metrics_dir, child.pid)
         if all(code is not None for code in codes):
             return _exit_status(codes)
         if not stop.is_set() and any(code is not None for code in codes):

@@ -12,6 +12,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from common.broker import MAX_RETRIES
+from common.metrics import REFRESH_ALL_JOB, record_run_completed
 from common.scheduling import claim_scheduled_message
 from common.sync_service import sync_integration as run_sync
 from common.tasks import (
@@ -91,6 +92,7 @@ def refresh_all(within_seconds: int | None = None) -> None:
     # The fan-out's own time, the same on a redelivery: a refresh already done for it is not done again.
     asked = _requested_at()
     publish_refresh_all(c, within, requested_at=asked.isoformat() if asked else None)
+    record_run_completed(REFRESH_ALL_JOB)
 
 
 def _requested_at() -> dt.datetime | None:

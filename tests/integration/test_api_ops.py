@@ -251,3 +251,10 @@ def test_a_first_sync_the_broker_could_not_take_at_the_callback_is_sent_by_the_o
         assert (INTEGRATION_CONNECTED, iid) not in outbox.sweep(c.sessions, broker, later, 60)
     finally:
         broker.close()
+
+
+def test_metrics_include_the_apis_own_google_calls(api: Api) -> None:
+    _, headers = api.user()
+    api.connect(headers)  # the OAuth callback exchanges the code at Google's token endpoint, from the API
+    text = api.client.get("/metrics").text
+    assert 'integrations_google_requests_total{api="token",code="200"}' in text

@@ -182,3 +182,25 @@ def test_the_image_installs_no_test_or_development_tools():
     runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for dep in runtime:
         assert re.split(r"[\[<>=]", dep)[0].lower().replace("_", "-") in prod, dep
+
+
+def test_the_monitoring_profile_scrapes_every_service_with_the_rules_and_provisions_the_dashboard():
+    services = _services()
+    assert services["prometheus"]["profiles"] == ["monitoring"] == services["grafana"]["profiles"]
+    for name in ("worker", "scheduler", "notifier"):
+        assert services[name]["environment"]["METRICS_PORT"] == "9100"
+        assert services[name]["environment"]["DATABASE_URL"], "the service keeps the shared settings"
+    for svc in ("prometheus", "grafana"):
+        for volume in services[svc]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).is_dir(), volume
+    config = YAML(typ="safe").load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert targets == {
+        "api": ["api:8000"],
+        "worker": ["worker:9100"],
+        "scheduler": ["scheduler:9100"],
+        "notifier": ["notifier:9100"],
+    }
