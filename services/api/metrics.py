@@ -69,7 +69,7 @@ class _Both:
 def serve_metrics(metrics: ApiMetrics, host: str, port: int) -> Callable[[], None]:
     """Serve `/metrics` of `metrics` (and the shared families) on its own port, in a thread of its own; returns
     the function that stops it."""
-    server, thread = start_http_server(port, host, registry=_Both(metrics.registry, REGISTRY))  # type: ignore[arg-type]
+    server, thread = start_http_server(port, host, registry=_Both(metrics.registry, REGISTRY))
 
     def stop() -> None:
         server.shutdown()
