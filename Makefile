@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install test test-faults lint migrate demo run api worker scheduler notifier refresh bench up down lock
+.PHONY: install test test-faults lint migrate demo run api worker scheduler notifier refresh sync-all bench up down lock
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,9 @@ notifier: $(STAMP)
 
 refresh: $(STAMP)
 	$(BIN)/integrations refresh-tokens
+
+sync-all: $(STAMP)
+	$(BIN)/integrations sync-all
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

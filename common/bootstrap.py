@@ -17,6 +17,7 @@ from common.events import Event, IncidentClosed, IncidentOpened, Publisher, disc
 from common.gbp_client import GbpClient, GbpUrls
 from common.google_oauth import GoogleOAuthClient, GoogleOAuthConfig
 from common.logging import configure_logging
+from common.quota import GBP_APIS, TOKEN, Pacer, QuotaGovernor
 from common.tasks import NOTIFY_INCIDENT_CLOSED, NOTIFY_INCIDENT_OPENED, send
 from common.token_service import TokenService
 
@@ -34,6 +35,7 @@ class Container:
     gbp: GbpClient
     tokens: TokenService
     broker: dramatiq.Broker | None = None
+    quota: Pacer = field(default_factory=Pacer)
     extra: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -69,6 +71,9 @@ def bootstrap(
     sessions = make_sessionmaker(engine)
     cipher = TokenCipher.from_spec(settings.token_encryption_keys.reveal())
     timeout = settings.http_timeout_seconds
+    budgets: dict[str, int | None] = {api: settings.gbp_qpm for api in GBP_APIS}
+    budgets[TOKEN] = settings.google_token_qpm or None
+    quota = QuotaGovernor(engine, budgets)
     http = httpx.Client(
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         limits=httpx.Limits(max_connections=max(20, pool_size * 2), max_keepalive_connections=max(20, pool_size * 2)),
@@ -83,13 +88,15 @@ def bootstrap(
             timeout_seconds=timeout,
         ),
         http=http,
+        pacer=quota,
     )
     gbp = GbpClient(
         GbpUrls(
             settings.gbp_account_management_url, settings.gbp_business_information_url, settings.gbp_performance_url
         ),
         http,
+        quota,
     )
     publish = broker_publisher(broker) if broker is not None else discard
     tokens = TokenService(sessions, cipher, oauth, publish=publish, lock_timeout_seconds=settings.lock_timeout_seconds)
-    return Container(settings, engine, sessions, cipher, http, oauth, gbp, tokens, broker)
+    return Container(settings, engine, sessions, cipher, http, oauth, gbp, tokens, broker, quota)

@@ -31,6 +31,7 @@ from common.errors import (
     LockTimeout,
     ProviderConfigError,
     ProviderError,
+    QuotaExceeded,
     ReauthRequired,
     TransientProviderError,
 )
@@ -85,6 +86,8 @@ def sync_integration(container: Container, integration_id: int, *, today: dt.dat
     fields: dict[str, Any] = {"integration_id": integration_id, "platform": platform}
     try:
         result = _sync(container, integration_id, start, end)
+    except QuotaExceeded:
+        raise  # pacing, not failure: the worker defers the work and logs `sync.deferred` (rule 8)
     except (ProviderError, LockTimeout, OperationalError) as exc:
         kind, reason, message = _describe(exc)
         level = "error" if isinstance(exc, ProviderConfigError) else "warning"

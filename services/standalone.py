@@ -115,7 +115,10 @@ def start_system(
     system.threads.append(api_thread)
     if scheduler:
         nightly = NightlyScheduler(
-            container.sessions, broker, CronSchedule.parse(settings.nightly_refresh_cron, settings.scheduler_timezone)
+            container.sessions,
+            broker,
+            CronSchedule.parse(settings.nightly_refresh_cron, settings.scheduler_timezone),
+            fleet_interval_hours=settings.sync_interval_hours,
         )
         t = threading.Thread(target=nightly.run, args=(system.stopping,), name="scheduler", daemon=True)
         t.start()

@@ -21,10 +21,10 @@ COLUMNS = (
 )
 
 
-def unhealthy(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
-    """Integrations with status 'active' and last_sync_status 'error', oldest id first."""
+def unhealthy(sessions: sessionmaker[Session], sync_interval_hours: float | None = None) -> list[dict[str, Any]]:
+    """Active integrations in error or not synced for two sync intervals, oldest id first."""
     with sessions() as s:
-        rows = unhealthy_integrations(s)
+        rows = unhealthy_integrations(s, sync_interval_hours)
     return [
         {
             "id": row.id,
@@ -40,11 +40,11 @@ def unhealthy(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
     ]
 
 
-def table(items: list[dict[str, Any]]) -> str:
-    """A plain-text table of the report (one line per integration)."""
-    cells = [[_cell(item[c]) for c in COLUMNS] for item in items]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+def table(items: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
+    """A plain-text table of the report (one line per item)."""
+    cells = [[_cell(item[c]) for c in columns] for item in items]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 

@@ -20,7 +20,8 @@ from common.config import MEMORY_BROKER, Settings, check_database_url, load_sett
 from common.errors import ConfigError
 from common.logging import configure_logging
 from common.models import ACTIVE, Integration
-from common.tasks import REFRESH_ALL, SYNC_INTEGRATION, send
+from common.quota import QuotaGovernor
+from common.tasks import REFRESH_ALL, SYNC_ALL, SYNC_INTEGRATION, send
 from services.cli import health
 
 
@@ -106,7 +107,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     c = _container(_settings())
     try:
-        items = health.unhealthy(c.sessions)
+        items = health.unhealthy(c.sessions, c.settings.sync_interval_hours)
     finally:
         c.close()
     if args.json:
@@ -114,7 +115,36 @@ def cmd_health(args: argparse.Namespace) -> int:
     elif items:
         print(health.table(items))
     else:
-        print("No active integration is in error.")
+        print("No active integration is in error or overdue for its sync.")
+    return 0
+
+
+def cmd_sync_all(args: argparse.Namespace) -> int:
+    message_id = _publish(_settings(), SYNC_ALL)
+    print(f"Published sync_all; the broker confirmed message {message_id}")
+    return 0
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    c = _container(_settings())
+    try:
+        usage = c.quota.usage() if isinstance(c.quota, QuotaGovernor) else []
+    finally:
+        c.close()
+    rows = [
+        {
+            "api": u.api,
+            "budget_qpm": u.budget_qpm,
+            "used_last_minute": u.used_last_minute,
+            "throttled_429": u.throttled_total,
+            "pace_qpm": u.current_qpm,
+        }
+        for u in usage
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(health.table(rows, tuple(rows[0]) if rows else ("api",)))
     return 0
 
 
@@ -208,7 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--within", type=_non_negative, help="refresh tokens expiring within SECONDS (default: the nightly window)"
     )
     add(sub, "sync", cmd_sync, "publish a sync of one integration").add_argument("id", type=_positive)
-    add(sub, "health", cmd_health, "list active integrations in error").add_argument("--json", action="store_true")
+    add(sub, "sync-all", cmd_sync_all, "publish one sync_all message: sync every healthy integration, paced")
+    add(sub, "health", cmd_health, "list active integrations in error or overdue").add_argument(
+        "--json", action="store_true"
+    )
+    add(sub, "quota", cmd_quota, "each Google API's budget, use in the last minute and 429s").add_argument(
+        "--json", action="store_true"
+    )
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     add(db, "upgrade", cmd_db_upgrade, "apply the migrations (Alembic) to DATABASE_URL")
     keys = sub.add_parser("keys", help="token encryption keys").add_subparsers(dest="keys_command", required=True)

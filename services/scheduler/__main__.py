@@ -34,7 +34,9 @@ def main() -> int:
     stop = stop_on_signals()
     get_logger("integrations.scheduler").info("scheduler.process", pid=os.getpid())
     try:
-        NightlyScheduler(container.sessions, broker, schedule).run(stop)
+        NightlyScheduler(
+            container.sessions, broker, schedule, fleet_interval_hours=container.settings.sync_interval_hours
+        ).run(stop)
     finally:
         broker.close()
         container.close()
