@@ -208,7 +208,7 @@ class QuotaGovernor(Pacer):
                 conn.execute(
                     text(
                         "UPDATE google_quota SET base_interval = :b, interval = :b, floor_interval = :b, "
-                        "floor_until = 0 "
+                        "floor_until = 0, tat = 0 "
                         "WHERE api = :api"
                     ),
                     {"b": base, "api": api},

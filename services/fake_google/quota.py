@@ -68,6 +68,9 @@ class Quotas:
         accepted.append(now)
         return None
 
+    def call_times(self, api: str) -> list[float]:
+        return list(self._calls.get(api, []))
+
     def stats(self) -> dict[str, Any]:
         """Per API: calls, 429s, the most calls in any 60 s window; and the budgets."""
         apis = {}

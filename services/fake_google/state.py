@@ -165,6 +165,11 @@ class FakeGoogle(FakeGoogleCore):
                 "quota": self.quotas.stats(),
             }
 
+    def call_times(self, api: str) -> list[float]:
+        """When each call to `api` (`performance`, `token`, ...) arrived, in order (the fake's clock)."""
+        with self._lock:
+            return self.quotas.call_times(api)
+
     def set_quota(self, qpm: int | None, token_qpm: int | None = None, *, keep_on_reset: bool = False) -> None:
         """Enforce `qpm` requests per minute on each Business Profile API (`token_qpm` on the token endpoint).
 
