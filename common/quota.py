@@ -10,9 +10,9 @@ Priority: work a person asked for may reserve up to USER_MAX_WAIT ahead; fleet w
 context variable says which) only reserves while the horizon is short (FLEET_HORIZON) and otherwise
 sleeps and tries again, so a user's call always finds a slot near the front.
 
-Adaptive: a 429 widens the interval (x1.5, capped) and keeps a floor just above the rate that was
-refused for FLOOR_SECONDS; every slot taken narrows it again, additively in rate, down to that floor
-(then to 60/QPM). A quota lower than configured (another app in the same Cloud project) converges to
+Adaptive: a 429 widens the interval (x1.5, capped) and, for FLOOR_SECONDS, keeps the pace at 80% of
+the rate that was refused; every slot taken narrows the interval again, additively in rate, down to
+that floor (then, once it expires, to 60/QPM). A quota lower than configured (another app in the same Cloud project) converges to
 a pace with no 429s.
 """
 
@@ -44,8 +44,11 @@ FLEET_MAX_WAIT = 60.0  # a fleet call that found no slot for this long is deferr
 SAFETY = 0.97  # pace at 97% of the budget: network jitter must not put 121 calls in Google's 60 s window
 BACKOFF, CAP = 1.5, 16.0  # a 429 multiplies the interval, up to CAP x the budget's
 RECOVERY = 0.01  # each slot taken adds 1% of the budget's rate back
-FLOOR_MARGIN, FLOOR_SECONDS = 1.15, 600.0
-DEBOUNCE_SECONDS = 2.0  # concurrent 429s of one burst slow the pace once
+# The first 429 of an episode (none for EPISODE_SECONDS before) caps the pace at 80% of the refused rate
+# for FLOOR_SECONDS; 429s within it go on slowing down (x1.5 at most every DEBOUNCE_SECONDS: the
+# concurrent 429s of one burst count once) until Google's window has drained.
+FLOOR_MARGIN, FLOOR_SECONDS = 1.25, 600.0
+DEBOUNCE_SECONDS, EPISODE_SECONDS = 2.0, 30.0
 
 lane: contextvars.ContextVar[str] = contextvars.ContextVar("quota_lane", default=USER)
 
@@ -133,7 +136,7 @@ class QuotaGovernor(Pacer):
         sql = """
             UPDATE google_quota SET
               throttled_total = throttled_total + 1,
-              floor_interval = CASE WHEN {now} - last_throttled > :debounce
+              floor_interval = CASE WHEN {now} - last_throttled > :episode
                 THEN {least}(base_interval * :cap, interval * :margin) ELSE floor_interval END,
               floor_until = {now} + :floor_seconds,
               interval = CASE WHEN {now} - last_throttled > :debounce
@@ -145,6 +148,7 @@ class QuotaGovernor(Pacer):
         params = {
             "api": api,
             "debounce": DEBOUNCE_SECONDS,
+            "episode": EPISODE_SECONDS,
             "cap": CAP,
             "margin": FLOOR_MARGIN,
             "floor_seconds": FLOOR_SECONDS,

@@ -47,7 +47,7 @@ class Quotas:
         self.token_qpm = token_qpm
         self._accepted: dict[str, deque[float]] = {}
         self._calls: dict[str, list[float]] = {}
-        self._refused: dict[str, int] = {}
+        self._refused: dict[str, list[float]] = {}
 
     def budget(self, api: str) -> int | None:
         return self.token_qpm if api == "token" else self.qpm
@@ -63,7 +63,7 @@ class Quotas:
             accepted.popleft()
         budget = self.budget(api)
         if budget is not None and len(accepted) >= budget:
-            self._refused[api] = self._refused.get(api, 0) + 1
+            self._refused.setdefault(api, []).append(now)
             return Fault(429, None, exhausted_body(api))
         accepted.append(now)
         return None
@@ -77,7 +77,8 @@ class Quotas:
         for api, times in self._calls.items():
             apis[api] = {
                 "calls": len(times),
-                "throttled": self._refused.get(api, 0),
+                "throttled": len(self._refused.get(api, [])),
+                "last_throttled_at": max(self._refused.get(api, [0.0])) or None,
                 "max_in_window": max_in_window(times),
             }
         return {"qpm": self.qpm, "token_qpm": self.token_qpm, "apis": apis}

@@ -44,6 +44,10 @@ class Scale:
     fuzz_examples: int
     # 7. key rotation under load
     rotation_integrations: int
+    # 9. fleet sync within the quota
+    quota_fleet: int
+    quota_qpm: int
+    quota_lowered_qpm: int
 
 
 SHORT = Scale(
@@ -69,6 +73,9 @@ SHORT = Scale(
     storm_kills=3,
     fuzz_examples=8,
     rotation_integrations=40,
+    quota_fleet=30,
+    quota_qpm=600,
+    quota_lowered_qpm=480,
 )
 
 FULL = Scale(
@@ -94,6 +101,9 @@ FULL = Scale(
     storm_kills=8,
     fuzz_examples=60,
     rotation_integrations=2000,
+    quota_fleet=300,
+    quota_qpm=120,
+    quota_lowered_qpm=100,
 )
 
 _FIXED = {
@@ -104,6 +114,8 @@ _FIXED = {
     "outage_revoked",
     "permanent_failures",
     "load_clients",
+    "quota_qpm",
+    "quota_lowered_qpm",
 }
 
 

@@ -119,7 +119,7 @@ def test_broker_outage_under_api_load_loses_no_accepted_request(scale: Scale, la
 
     wait_for(lambda: not unprocessed(), 120, "every accepted message to be processed", every=0.5)
     dead = {q: counts[2] for q, counts in lab.queue_counts(c).items()}
-    assert dead == {"sync": 0, "refresh": 0, "notifications": 0}
+    assert dead == {"sync": 0, "refresh": 0, "notifications": 0, "fleet": 0}
     assert httpx.get(f"{api.url}/readyz", timeout=CLIENT_TIMEOUT).json() == {"database": "ok", "broker": "ok"}
     assert all(w.alive() for w in lab.workers()) and api.alive()
     figure(

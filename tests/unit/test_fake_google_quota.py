@@ -50,7 +50,7 @@ def test_past_the_quota_the_api_answers_googles_429_without_retry_after(server: 
     assert still.status_code == 429
     assert again.status_code == 401
     stats = server.fake.stats()["quota"]["apis"]["account_management"]
-    assert stats == {"calls": 6, "throttled": 2, "max_in_window": 5}
+    assert stats == {"calls": 6, "throttled": 2, "max_in_window": 5, "last_throttled_at": 1059.9}
 
 
 def test_the_quota_is_set_and_lifted_over_http(server: FakeGoogleServer):
