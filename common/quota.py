@@ -12,8 +12,8 @@ sleeps and tries again, so a user's call always finds a slot near the front.
 
 Adaptive: a 429 widens the interval (x1.5, capped) and, for FLOOR_SECONDS, keeps the pace at 80% of
 the rate that was refused; every slot taken narrows the interval again, additively in rate, down to
-that floor (then, once it expires, to 60/QPM). A quota lower than configured (another app in the same Cloud project) converges to
-a pace with no 429s.
+that floor (then, once it expires, to 60/QPM). A quota lower than configured (another app in the same
+Cloud project) converges to a pace with no 429s.
 """
 
 from __future__ import annotations
