@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import threading
 from collections import Counter
 from collections.abc import Iterator
 
@@ -14,10 +15,12 @@ from common import sync_requests
 from common.bootstrap import Container, bootstrap
 from common.broker import make_broker
 from common.config import MEMORY_BROKER
+from common.cron import CronSchedule
 from common.fleet_sync import schedule_due
 from common.migrate import upgrade
 from common.models import Integration, User, utcnow
 from common.tasks import FLEET_QUEUE, SYNC_ALL, SYNC_INTEGRATION, send
+from services.scheduler.scheduler import NightlyScheduler
 from tests.conftest import make_settings
 from tests.support import services
 from tests.support.api import Api, messages_for
@@ -142,3 +145,22 @@ def test_repeated_sync_requests_are_folded_into_the_queued_one(api: Api) -> None
 def last_synced(c: Container, iid: int) -> dt.datetime | None:
     with c.sessions() as s:
         return s.scalar(select(Integration.last_synced_at).where(Integration.id == iid))
+
+
+def test_the_scheduler_process_loop_queues_the_fleet_share_each_sweep(sqlite_url, google):
+    c = bootstrap(make_settings(sqlite_url, google), configure_logs=False)
+    broker = make_broker(MEMORY_BROKER)
+    ids = seed_rows(c, 60, utcnow() - dt.timedelta(hours=30))
+    schedule = CronSchedule.parse("0 2 * * *", "UTC")
+    scheduler = NightlyScheduler(c.sessions, broker, schedule, sweep_every_seconds=0.2, fleet_interval_hours=24)
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: broker.queues[FLEET_QUEUE].qsize() >= 1, what="the first fleet share")
+    finally:
+        stop.set()
+        thread.join(10)
+    c.close()
+    queued = broker.queues[FLEET_QUEUE].qsize()
+    assert 1 <= queued < len(ids), "a share of the fleet (60 x 1.25 / 1440 minutes: one a tick), never all at once"
