@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install test test-faults lint migrate demo run api worker scheduler notifier fake-google refresh bench dotenv up up-demo down lock
+.PHONY: install test test-faults lint migrate demo run api worker scheduler notifier fake-google refresh sync-all bench dotenv up up-demo down lock
 
 # The check the Makefile runs on an interpreter before it builds or uses .venv/ with it.
 PY_CHECK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
@@ -59,6 +59,9 @@ fake-google: $(STAMP)
 
 refresh: $(STAMP)
 	$(BIN)/integrations refresh-tokens
+
+sync-all: $(STAMP)
+	$(BIN)/integrations sync-all
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

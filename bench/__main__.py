@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run; prints a table and writes bench/results.json.
 
 Environment: BENCH_N (20000), BENCH_WORKER_PROCESSES x BENCH_WORKER_THREADS (2 x 16), BENCH_LATENCY_MS (50),
-BENCH_FANOUT_SIZES (100000,1000000), BENCH_API_CONCURRENCY (10,50,100), BENCH_ONLY (refresh,sync,api,fanout),
+BENCH_FANOUT_SIZES (100000,1000000), BENCH_API_CONCURRENCY (10,50,100), BENCH_FLEET_SYNC_N (300),
+BENCH_FLEET_SYNC_QPM (300), BENCH_ONLY (refresh,sync,api,fanout,fleet_sync),
 BENCH_DATABASE_URL / TEST_DATABASE_URL, BENCH_BROKER_URL / TEST_BROKER_URL; BENCH_KEEP_LOGS=1 keeps the
 processes' logs, BENCH_PROFILE=1 records py-spy profiles (when py-spy is installed). See bench/README.md.
 """
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import api_accept, fanout, report, scrape_cost, sync_latency
+from bench import api_accept, fanout, fleet_sync, report, scrape_cost, sync_latency
 from bench.config import BenchConfig, load_config
 from bench.fleet import seed
 from bench.infra import Processes, interrupt_on_sigterm, run_name, temporary_database, temporary_vhost
@@ -97,6 +98,11 @@ def run(cfg: BenchConfig, name: str, log_dir: Path) -> dict[str, Any]:
         procs.stop(fake.proc)
         if cfg.wants("fanout"):
             results["fanout"] = fanout.run(stack, engine, fleet.user_id, cfg.fanout_sizes, say)
+    if cfg.wants("fleet_sync"):
+        results["fleet_sync"] = fleet_sync.run(
+            cfg.database_url, cfg.broker_url, name, procs, cfg.fleet_sync_n, cfg.fleet_sync_qpm, say
+        )
+        say(report.one_line(results["fleet_sync"]))
     return results
 
 

@@ -37,6 +37,8 @@ class BenchConfig:
     open_loop_rate: int = 500
     open_loop_seconds: int = 10
     syncs: int = 20
+    fleet_sync_n: int = 300
+    fleet_sync_qpm: int = 300
     only: frozenset[str] = field(default_factory=frozenset)
 
     def wants(self, name: str) -> bool:
@@ -61,5 +63,7 @@ def load_config() -> BenchConfig:
         open_loop_rate=_int("BENCH_OPEN_LOOP_RATE", 500),
         open_loop_seconds=_int("BENCH_OPEN_LOOP_SECONDS", 10),
         syncs=_int("BENCH_SYNCS", 20),
+        fleet_sync_n=_int("BENCH_FLEET_SYNC_N", 300),
+        fleet_sync_qpm=_int("BENCH_FLEET_SYNC_QPM", 300),
         only=frozenset(x.strip() for x in only.split(",") if x.strip()),
     )

@@ -251,6 +251,28 @@ def scrape_line(r: dict[str, Any]) -> str:
     )
 
 
+def _fleet_sync(results: dict[str, Any]) -> list[str]:
+    r = results["fleet_sync"]
+    return [
+        f"5. fleet sync: {r['integrations']} integrations (1-3 locations), GBP_QPM={r['gbp_qpm']}, "
+        "the fake at the same quota",
+        *_fmt(
+            [
+                ["integrations/min", "quota's max/min", "ratio", "calls/sync", "429 share", "wall s", "minimum s"],
+                [
+                    r["integrations_per_minute"],
+                    r["max_per_minute"],
+                    r["ratio"],
+                    r["calls_per_sync"],
+                    f"{r['share_429']:.2%}",
+                    r["seconds"],
+                    r["minimum_seconds"],
+                ],
+            ]
+        ),
+    ]
+
+
 def table(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -258,12 +280,19 @@ def table(results: dict[str, Any]) -> str:
         "RabbitMQ, the load generator and the services share these CPUs",
         "",
     ]
-    for key, section in (("refresh_all", _refresh), ("fanout", _fanout), ("api_accept", _api), ("sync_latency", _sync)):
+    sections = (
+        ("refresh_all", _refresh),
+        ("fanout", _fanout),
+        ("api_accept", _api),
+        ("sync_latency", _sync),
+        ("fleet_sync", _fleet_sync),
+    )
+    for key, section in sections:
         if results.get(key):
             lines += [*section(results), ""]
     if results.get("scrape_cost"):
         lines += [
-            "5. scrape cost: every /metrics endpoint scraped every second during refresh-all",
+            "6. scrape cost: every /metrics endpoint scraped every second during refresh-all",
             scrape_line(results["scrape_cost"]),
             "",
         ]

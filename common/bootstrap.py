@@ -18,6 +18,7 @@ from common.gbp_client import GbpClient, GbpUrls
 from common.google_oauth import GoogleOAuthClient, GoogleOAuthConfig
 from common.logging import configure_logging
 from common.metered_http import metered_client
+from common.quota import GBP_APIS, TOKEN, Pacer, QuotaGovernor
 from common.startup_checks import log_startup_warnings
 from common.tasks import NOTIFY_INCIDENT_CLOSED, NOTIFY_INCIDENT_OPENED, send
 from common.token_service import TokenService
@@ -36,6 +37,7 @@ class Container:
     gbp: GbpClient
     tokens: TokenService
     broker: dramatiq.Broker | None = None
+    quota: Pacer = field(default_factory=Pacer)
     extra: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -83,6 +85,9 @@ def bootstrap(
     sessions = make_sessionmaker(engine)
     cipher = TokenCipher.from_spec(settings.token_encryption_keys.reveal())
     timeout = settings.http_timeout_seconds
+    budgets: dict[str, int | None] = {api: settings.gbp_qpm for api in GBP_APIS}
+    budgets[TOKEN] = settings.google_token_qpm or None
+    quota = QuotaGovernor(engine, budgets)
     http = metered_client(
         google_apis(settings),
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
@@ -98,13 +103,15 @@ def bootstrap(
             timeout_seconds=timeout,
         ),
         http=http,
+        pacer=quota,
     )
     gbp = GbpClient(
         GbpUrls(
             settings.gbp_account_management_url, settings.gbp_business_information_url, settings.gbp_performance_url
         ),
         http,
+        quota,
     )
     publish = broker_publisher(broker) if broker is not None else discard
     tokens = TokenService(sessions, cipher, oauth, publish=publish, lock_timeout_seconds=settings.lock_timeout_seconds)
-    return Container(settings, engine, sessions, cipher, http, oauth, gbp, tokens, broker)
+    return Container(settings, engine, sessions, cipher, http, oauth, gbp, tokens, broker, quota)

@@ -75,6 +75,9 @@ class Settings:
     nightly_refresh_within_seconds: int = 86400
     scheduler_timezone: str = "UTC"
     refresh_spread_seconds: int = 0
+    sync_interval_hours: float = 24.0
+    gbp_qpm: int = 300
+    google_token_qpm: int = 0
     http_timeout_seconds: float = 10.0
     lock_timeout_seconds: float = 30.0
     metrics_port: int = 0
@@ -90,8 +93,6 @@ class Settings:
         # DATABASE_URL and BROKER_URL carry passwords: shown masked, as the Secret fields are.
         shown = (f"{f.name}={_masked(f.name, getattr(self, f.name))!r}" for f in fields(self))
         return f"Settings({', '.join(shown)})"
-
-    sync_interval_hours: int = 24
 
     @property
     def standalone(self) -> bool:
@@ -188,6 +189,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"SCHEDULER_TIMEZONE is not a known time zone: {s.scheduler_timezone!r}") from None
     if s.refresh_margin_seconds < 0 or s.nightly_refresh_within_seconds < 0:
         raise ConfigError("REFRESH_MARGIN_SECONDS and NIGHTLY_REFRESH_WITHIN_SECONDS must not be negative")
+    if s.sync_interval_hours <= 0 or s.gbp_qpm <= 0 or s.google_token_qpm < 0:
+        raise ConfigError("SYNC_INTERVAL_HOURS and GBP_QPM must be positive, GOOGLE_TOKEN_QPM not negative")
     if not 0 <= s.api_port <= 65535:
         raise ConfigError(f"API_PORT must be a TCP port (0-65535), got {s.api_port}")
     if not 0 <= s.metrics_port <= 65535:

@@ -82,3 +82,17 @@ class AccessTokenRejected(ProviderError):
 
 class InvalidEmail(IntegrationsError, ValueError):
     """Not exactly one plain mailbox (`name@domain`: no list, display name, comment or quoted part)."""
+
+
+class QuotaExceeded(TransientProviderError):
+    """Google's per-minute quota is used up (429 RESOURCE_EXHAUSTED), or our governor has no slot soon enough.
+
+    Pacing, not failure: the work is deferred (never marked, never an incident, never a spent retry).
+    `api` names the quota (`performance`, `token`, ...).
+    """
+
+    def __init__(
+        self, api: str, reason: str, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason, message, status=status, retry_after=retry_after)
+        self.api = api

@@ -10,8 +10,15 @@ from typing import Any
 
 import httpx
 
-from common.errors import AccessTokenRejected, ProviderConfigError, ReauthRequired, TransientProviderError
+from common.errors import (
+    AccessTokenRejected,
+    ProviderConfigError,
+    QuotaExceeded,
+    ReauthRequired,
+    TransientProviderError,
+)
 from common.google_oauth import MSG_PERMISSION_DENIED, _json_object, _retry_after
+from common.quota import ACCOUNT_MANAGEMENT, BUSINESS_INFORMATION, PERFORMANCE, Pacer
 
 DAILY_METRICS = (
     "BUSINESS_IMPRESSIONS_DESKTOP_MAPS",
@@ -50,20 +57,21 @@ class DailyValue:
 class GbpClient:
     """Calls the Business Profile APIs with a given access token; maps errors to our classes."""
 
-    def __init__(self, urls: GbpUrls, http: httpx.Client) -> None:
+    def __init__(self, urls: GbpUrls, http: httpx.Client, pacer: Pacer | None = None) -> None:
         self._urls = urls
         self._http = http
+        self._pacer = pacer or Pacer()
 
     def accounts(self, token: str) -> Iterator[str]:
         url = f"{self._urls.account_management.rstrip('/')}/accounts"
-        for page in self._pages(token, url, {"pageSize": 20}):
+        for page in self._pages(token, url, {"pageSize": 20}, ACCOUNT_MANAGEMENT):
             with _unexpected_shape("accounts"):
                 names = [str(acc["name"]) for acc in page.get("accounts", [])]
             yield from names
 
     def locations(self, token: str, account: str) -> Iterator[GbpLocation]:
         url = f"{self._urls.business_information.rstrip('/')}/{account}/locations"
-        for page in self._pages(token, url, {"pageSize": 100, "readMask": "name,title"}):
+        for page in self._pages(token, url, {"pageSize": 100, "readMask": "name,title"}, BUSINESS_INFORMATION):
             with _unexpected_shape("locations"):
                 found = [
                     GbpLocation(account, str(loc["name"]), str(loc.get("title", "")))
@@ -78,7 +86,7 @@ class GbpClient:
         params: list[tuple[str, str | int]] = [("dailyMetrics", m) for m in metrics]
         for prefix, day in (("dailyRange.startDate", start), ("dailyRange.endDate", end)):
             params += [(f"{prefix}.year", day.year), (f"{prefix}.month", day.month), (f"{prefix}.day", day.day)]
-        body = self._get(token, url, params)
+        body = self._get(token, url, params, PERFORMANCE)
         out: list[DailyValue] = []
         with _unexpected_shape("metrics"):
             for multi in body.get("multiDailyMetricTimeSeries", []):
@@ -90,17 +98,18 @@ class GbpClient:
                         out.append(DailyValue(location, metric, day, int(dv.get("value", 0))))
         return out
 
-    def _pages(self, token: str, url: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _pages(self, token: str, url: str, params: dict[str, Any], api: str) -> Iterator[dict[str, Any]]:
         page_token: str | None = None
         while True:
             query = list(params.items()) + ([("pageToken", page_token)] if page_token else [])
-            body = self._get(token, url, query)
+            body = self._get(token, url, query, api)
             yield body
             page_token = body.get("nextPageToken") or None
             if not page_token:
                 return
 
-    def _get(self, token: str, url: str, params: list[tuple[str, Any]]) -> dict[str, Any]:
+    def _get(self, token: str, url: str, params: list[tuple[str, Any]], api: str) -> dict[str, Any]:
+        self._pacer.acquire(api)
         try:
             resp = self._http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
         except httpx.TimeoutException:
@@ -112,6 +121,16 @@ class GbpClient:
             if body is None:
                 raise TransientProviderError("bad_response", "Business Profile answered 200 without JSON")
             return body
+        if resp.status_code == 429:
+            retry_after = _retry_after(resp)
+            self._pacer.throttled(api, retry_after)
+            raise QuotaExceeded(
+                api,
+                "rate_limited",
+                f"Business Profile asked us to slow down ({api}, 429)",
+                status=429,
+                retry_after=retry_after,
+            )
         raise _api_error(resp, body)
 
 

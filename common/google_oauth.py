@@ -16,8 +16,9 @@ from urllib.parse import urlencode
 
 import httpx
 
-from common.errors import ProviderConfigError, ReauthRequired, TransientProviderError
+from common.errors import ProviderConfigError, QuotaExceeded, ReauthRequired, TransientProviderError
 from common.metered_http import metered_client
+from common.quota import TOKEN, Pacer
 
 BUSINESS_SCOPE = "https://www.googleapis.com/auth/business.manage"
 SCOPES = ("openid", "email", BUSINESS_SCOPE)
@@ -71,8 +72,9 @@ class GoogleOAuthConfig:
 class GoogleOAuthClient:
     """A thin, synchronous client of Google's OAuth endpoints; one per process, thread-safe."""
 
-    def __init__(self, config: GoogleOAuthConfig, http: httpx.Client | None = None) -> None:
+    def __init__(self, config: GoogleOAuthConfig, http: httpx.Client | None = None, pacer: Pacer | None = None) -> None:
         self._cfg = config
+        self._pacer = pacer or Pacer()
         self._http = http or metered_client(
             {config.token_url: "token", config.revoke_url: "revoke"},
             timeout=httpx.Timeout(config.timeout_seconds, connect=min(5.0, config.timeout_seconds)),
@@ -101,6 +103,7 @@ class GoogleOAuthClient:
 
     def exchange_code(self, *, code: str, code_verifier: str, redirect_uri: str) -> TokenGrant:
         """Trade an authorization code for tokens; the grant must include the Business Profile scope."""
+        self.wait_for_token_slot()
         grant = self._token_call(
             {
                 "grant_type": "authorization_code",
@@ -113,8 +116,19 @@ class GoogleOAuthClient:
             raise ReauthRequired("missing_scope", MSG_MISSING_SCOPE)
         return grant
 
+    def wait_for_token_slot(self) -> None:
+        """Wait for a token-endpoint slot (GOOGLE_TOKEN_QPM); QuotaExceeded when the work should be deferred.
+
+        `refresh` does not wait by itself: its caller holds the integration's lock by then, and waiting
+        for a slot must never hold a lock or a connection, so the caller waits before locking.
+        """
+        self._pacer.acquire(TOKEN)
+
     def refresh(self, refresh_token: str) -> TokenGrant:
-        """A new access token; the returned grant keeps `refresh_token` when Google sends none."""
+        """A new access token; the returned grant keeps `refresh_token` when Google sends none.
+
+        Call `wait_for_token_slot` first, before taking any lock.
+        """
         grant = self._token_call({"grant_type": "refresh_token", "refresh_token": refresh_token})
         if grant.refresh_token is None:
             grant = TokenGrant(grant.access_token, grant.expires_at, grant.scopes, refresh_token)
@@ -142,7 +156,10 @@ class GoogleOAuthClient:
         body = _json_object(resp)
         if resp.status_code == 200 and body is not None:
             return _grant_from(body, sent_at)
-        raise _token_error(resp, body)
+        error = _token_error(resp, body)
+        if isinstance(error, QuotaExceeded):
+            self._pacer.throttled(TOKEN, error.retry_after)
+        raise error
 
 
 def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
@@ -221,6 +238,14 @@ def _token_error(resp: httpx.Response, body: dict[str, Any] | None) -> Exception
     if error in _CONFIG_ERRORS:
         return ProviderConfigError(
             error, f"Google rejected our OAuth client ({error}): check GOOGLE_CLIENT_ID/SECRET", status=status
+        )
+    if status == 429:
+        return QuotaExceeded(
+            TOKEN,
+            "rate_limited",
+            "Google's token endpoint asked us to slow down (429)",
+            status=status,
+            retry_after=_retry_after(resp),
         )
     if status in (408, 429) or status >= 500 or error in _TRANSIENT_ERRORS:
         reason = f"http_{status}" if status in (408, 429) or status >= 500 else error

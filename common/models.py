@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -81,6 +82,7 @@ class Integration(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "platform", "external_account_id"),
         Index("ix_integrations_due", "status", "auth_type", "token_expires_at", "id"),
+        Index("ix_integrations_last_synced", "last_synced_at"),
         # The outbox sweep's first syncs still owed (services/scheduler/outbox.py).
         Index(
             "ix_integrations_never_synced",
@@ -113,6 +115,11 @@ class Integration(Base):
     last_refreshed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # When a person last pressed "Sync now" on the Integrations page: it shows "Syncing" until the sync ends.
     sync_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A user-asked sync queued and not yet started (coalescing, services/api/sync_requests.py).
+    sync_message_id: Mapped[str | None] = mapped_column(String(64))
+    sync_queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When the scheduler last queued this integration's fleet sync (common/fleet_sync.py).
+    fleet_queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -239,3 +246,25 @@ class SchedulerRun(Base):
     scheduled_for: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     message_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class GoogleQuota(Base):
+    """One Google API's shared pace (common/quota.py): a GCRA slot clock and the counters operators see.
+
+    Times are Unix seconds (the database's clock on PostgreSQL), so every host reads one clock.
+    """
+
+    __tablename__ = "google_quota"
+
+    api: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float, default=0.0)
+    last_slot: Mapped[float] = mapped_column(Float, default=0.0)
+    interval: Mapped[float] = mapped_column(Float)
+    base_interval: Mapped[float] = mapped_column(Float)
+    floor_interval: Mapped[float] = mapped_column(Float)
+    floor_until: Mapped[float] = mapped_column(Float, default=0.0)
+    last_throttled: Mapped[float] = mapped_column(Float, default=0.0)
+    throttled_total: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[float] = mapped_column(Float, default=0.0)
+    window_count: Mapped[int] = mapped_column(Integer, default=0)
+    prev_window_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -18,6 +18,7 @@ from common.errors import (
     IntegrationNotFound,
     ProviderConfigError,
     ProviderError,
+    QuotaExceeded,
     ReauthRequired,
     TransientProviderError,
 )
@@ -41,6 +42,8 @@ MSG_UNDECRYPTABLE = (
 
 
 class Refresher(Protocol):
+    def wait_for_token_slot(self) -> None: ...
+
     def refresh(self, refresh_token: str) -> TokenGrant: ...
 
 
@@ -162,6 +165,9 @@ class TokenService:
         events: list[Event] = []
         failure: ProviderError | None = None
         token = ""
+        # A slot is taken before the lock (waiting holds nothing); one taken for a refresh another
+        # worker has done meanwhile is a slot lost, not a call made.
+        self.oauth.wait_for_token_slot()
         with self.sessions.begin() as s:
             row = lock_integration(s, integration_id, self.lock_timeout_seconds)
             _check_active(row)
@@ -183,6 +189,8 @@ class TokenService:
                 refresh_token = self.cipher.decrypt(row.refresh_token_enc, integration_id=row.id, field="refresh_token")
                 try:
                     grant = self.oauth.refresh(refresh_token)
+                except QuotaExceeded:
+                    raise  # pacing, not failure (rule 8): deferred by the caller, nothing logged as failed
                 except TransientProviderError as exc:
                     _log_failed(row, exc, started)
                     raise

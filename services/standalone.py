@@ -115,7 +115,10 @@ def start_system(
     system.threads.append(api_thread)
     if scheduler:
         nightly = NightlyScheduler(
-            container.sessions, broker, CronSchedule.parse(settings.nightly_refresh_cron, settings.scheduler_timezone)
+            container.sessions,
+            broker,
+            CronSchedule.parse(settings.nightly_refresh_cron, settings.scheduler_timezone),
+            fleet_interval_hours=settings.sync_interval_hours,
         )
         t = threading.Thread(target=nightly.run, args=(system.stopping,), name="scheduler", daemon=True)
         t.start()
@@ -134,7 +137,8 @@ def _fake_settings(fake: FakeGoogleServer) -> dict[str, object]:
     from common.config import Secret
 
     env = fake.env()
-    out: dict[str, object] = {k.lower(): v for k, v in env.items() if k != "GOOGLE_CLIENT_SECRET"}
+    # Standalone keeps its GBP_QPM pacing even against the built-in fake.
+    out: dict[str, object] = {k.lower(): v for k, v in env.items() if k not in ("GOOGLE_CLIENT_SECRET", "GBP_QPM")}
     out["google_client_secret"] = Secret(env["GOOGLE_CLIENT_SECRET"])
     return out
 

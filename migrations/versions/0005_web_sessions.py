@@ -20,7 +20,7 @@ from common.models import UTCDateTime
 
 revision = "0005_web_sessions"
 # The lead re-chains this after 0004 when both land.
-down_revision = "0003_never_synced"
+down_revision = "0004_fleet_sync"
 branch_labels = None
 depends_on = None
 

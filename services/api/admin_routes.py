@@ -13,10 +13,11 @@ from services.api.state import api_state
 
 
 async def token_health(request: Request) -> Response:
-    """Active integrations whose last sync or refresh failed, with their owner's email."""
+    """Active integrations in error or not synced for two intervals, with their owner's email."""
     require_admin(request)
-    sessions = api_state(request).container.sessions
-    return JSONResponse(await anyio.to_thread.run_sync(queries.token_health, sessions))
+    c = api_state(request).container
+    rows = await anyio.to_thread.run_sync(queries.token_health, c.sessions, c.settings.sync_interval_hours)
+    return JSONResponse(rows)
 
 
 routes: list[BaseRoute] = [Route("/admin/token-health", token_health, methods=["GET"])]

@@ -9,12 +9,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION
+from common import sync_requests
+from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, new_message_id
 from services.api import params, queries
 from services.api.auth import require_user, require_user_for_work
 from services.api.disconnect import disconnect
 from services.api.errors import ApiError
 from services.api.insights import next_link, page_request, render_page
+from services.api.publishing import PublishFailed
 from services.api.rate_limit import limit_work
 from services.api.state import api_state
 
@@ -43,14 +45,14 @@ async def integration(request: Request) -> Response:
 
 
 async def sync(request: Request) -> Response:
-    return await _enqueue(request, SYNC_INTEGRATION)
+    return await _enqueue(request, SYNC_INTEGRATION, coalesce=True)
 
 
 async def refresh(request: Request) -> Response:
     return await _enqueue(request, REFRESH_INTEGRATION, FORCE_REFRESH_WITHIN_SECONDS)
 
 
-async def _enqueue(request: Request, actor: str, *extra: int) -> Response:
+async def _enqueue(request: Request, actor: str, *extra: int, coalesce: bool = False) -> Response:
     try:
         iid = params.integration_id(request)
     except ApiError:
@@ -60,7 +62,19 @@ async def _enqueue(request: Request, actor: str, *extra: int) -> Response:
     sessions = state.container.sessions
     caller = await require_user_for_work(request, lambda key: queries.authorize_work(sessions, key, iid))
     limit_work(request, caller.user_id)
-    message_id = await state.gateway.send(actor, iid, *extra)
+    if not coalesce:
+        message_id = await state.gateway.send(actor, iid, *extra)
+        return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
+    # A sync already queued for it answers for this request too (common/sync_requests.py).
+    message_id = new_message_id()
+    queued = await anyio.to_thread.run_sync(sync_requests.claim, sessions, iid, message_id)
+    if queued is not None:
+        return JSONResponse({"integration_id": iid, "message_id": queued}, status_code=202)
+    try:
+        await state.gateway.send(actor, iid, *extra, message_id=message_id)
+    except PublishFailed:
+        await anyio.to_thread.run_sync(sync_requests.release, sessions, iid, message_id)
+        raise
     return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
 
 

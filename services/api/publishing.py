@@ -68,10 +68,10 @@ class BrokerGateway:
         self._on_failure = on_failure or (lambda _actor: None)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="amqp-publish")
 
-    async def send(self, actor_name: str, *args: Any) -> str:
+    async def send(self, actor_name: str, *args: Any, message_id: str | None = None) -> str:
         """Publish one message (confirmed by RabbitMQ) and return its id; PublishFailed otherwise."""
         broker = self._require_broker(actor_name)
-        return await self._run(actor_name, lambda: send(broker, actor_name, *args))
+        return await self._run(actor_name, lambda: send(broker, actor_name, *args, message_id=message_id))
 
     async def publish_events(self, events: Sequence[Event]) -> None:
         """Publish domain events (incident opened/closed) to the notifier."""

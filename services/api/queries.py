@@ -99,7 +99,9 @@ def list_insights(
         return [insight_json(r) for r in s.execute(query).scalars()]
 
 
-def token_health(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
-    """The health report (as `integrations health`): active integrations whose last sync or refresh failed."""
+def token_health(sessions: sessionmaker[Session], sync_interval_hours: float | None = None) -> list[dict[str, Any]]:
+    """The health report (as `integrations health`): active integrations whose last sync or refresh failed,
+    and those not synced for two sync intervals."""
     with sessions() as s:
-        return [{**integration_json(row), "user_email": email} for row, email in unhealthy_integrations(s)]
+        rows = unhealthy_integrations(s, sync_interval_hours)
+        return [{**integration_json(row), "user_email": email} for row, email in rows]

@@ -22,10 +22,10 @@ COLUMNS = (
 )
 
 
-def unhealthy(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
-    """Integrations with status 'active' and last_sync_status 'error', oldest id first."""
+def unhealthy(sessions: sessionmaker[Session], sync_interval_hours: float | None = None) -> list[dict[str, Any]]:
+    """Active integrations in error or not synced for two sync intervals, oldest id first."""
     with sessions() as s:
-        rows = unhealthy_integrations(s)
+        rows = unhealthy_integrations(s, sync_interval_hours)
     return [
         {
             "id": row.id,
@@ -41,9 +41,9 @@ def unhealthy(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
     ]
 
 
-def table(items: list[dict[str, Any]]) -> str:
-    """A plain-text table of the report (one line per integration)."""
-    return columns(COLUMNS, items)
+def table(items: list[dict[str, Any]], names: Sequence[str] = COLUMNS) -> str:
+    """A plain-text table of `items`' `names` fields (the report's columns by default), a header line first."""
+    return columns(names, items)
 
 
 def columns(names: Sequence[str], items: list[dict[str, Any]]) -> str:

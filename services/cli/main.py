@@ -20,7 +20,8 @@ from common.config import MEMORY_BROKER, Settings, check_database_url, load_sett
 from common.errors import ConfigError
 from common.logging import configure_logging
 from common.models import ACTIVE, Integration
-from common.tasks import REFRESH_ALL, SYNC_INTEGRATION, send
+from common.quota import QuotaGovernor
+from common.tasks import REFRESH_ALL, SYNC_ALL, SYNC_INTEGRATION, send
 from services.cli import health
 
 
@@ -135,7 +136,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     c = _container(_settings())
     try:
-        items = health.unhealthy(c.sessions)
+        items = health.unhealthy(c.sessions, c.settings.sync_interval_hours)
     finally:
         c.close()
     if args.json:
@@ -143,8 +144,37 @@ def cmd_health(args: argparse.Namespace) -> int:
     elif items:
         print(health.table(items))
     else:
-        print("No active integration is in error.")
+        print("No active integration is in error or overdue for its sync.")
     return 1 if items else 0
+
+
+def cmd_sync_all(args: argparse.Namespace) -> int:
+    message_id = _publish(_settings(), SYNC_ALL)
+    print(f"Published sync_all; the broker confirmed message {message_id}")
+    return 0
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    c = _container(_settings())
+    try:
+        usage = c.quota.usage() if isinstance(c.quota, QuotaGovernor) else []
+    finally:
+        c.close()
+    rows = [
+        {
+            "api": u.api,
+            "budget_qpm": u.budget_qpm,
+            "used_last_minute": u.used_last_minute,
+            "throttled_429": u.throttled_total,
+            "pace_qpm": u.current_qpm,
+        }
+        for u in usage
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(health.table(rows, tuple(rows[0]) if rows else ("api",)))
+    return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -263,11 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="refresh tokens expiring within SECONDS (default: NIGHTLY_REFRESH_WITHIN_SECONDS)",
     )
+    add(sub, "sync-all", cmd_sync_all, "publish one sync_all message: sync every healthy integration, paced")
+    add(sub, "quota", cmd_quota, "each Google API's budget, use in the last minute and 429s").add_argument(
+        "--json", action="store_true", help="print JSON instead of a table"
+    )
     add(sub, "sync", cmd_sync, "publish a sync of one integration").add_argument(
         "id", type=_positive, metavar="ID", help="the integration's id"
     )
     add(
-        sub, "health", cmd_health, "list active integrations in error; exits 1 when there is any, 0 when none"
+        sub,
+        "health",
+        cmd_health,
+        "list active integrations in error or overdue for their sync; exits 1 when there is any, 0 when none",
     ).add_argument("--json", action="store_true", help="print JSON instead of a table")
     db = sub.add_parser("db", help="database schema", description="database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)

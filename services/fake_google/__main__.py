@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -31,11 +32,19 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="must be 1: tokens, counters and controls live in one process's memory",
     )
+    parser.add_argument(
+        "--qpm",
+        type=int,
+        default=int(os.environ.get("FAKE_GOOGLE_QPM") or 0) or None,
+        help="requests per minute per Business Profile API, like Google's quota (FAKE_GOOGLE_QPM; unset: none)",
+    )
     args = parser.parse_args(argv)
     if args.workers != 1:
         # Tokens issued by one worker would be unknown to the others, so refreshes would fail at random.
         parser.error("--workers must be 1: the fake's state is in-process")
     fake = FakeGoogle()
+    if args.qpm:
+        fake.set_quota(args.qpm, keep_on_reset=True)
     if args.latency_ms > 0:
         fake.set_latency("*", args.latency_ms)
     sock = bind_socket(args.host, args.port)
@@ -45,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     exports = "".join(
         f"export {k}={shlex.quote(v)}\n"
         for k, v in fake_env(f"http://{host}:{port}", fake.client_id, fake.client_secret).items()
+        if k != "GBP_QPM"  # the tests' "unpaced" setting: services run against this fake pace as against Google
     )
     print("Point a service at it with these variables:\n" + exports, end="", flush=True)
     if args.env_file:

@@ -35,6 +35,10 @@ def _req(data: dict[str, Any], key: str) -> Any:
     return data[key]
 
 
+def _qpm(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def control_routes(fake: FakeGoogle) -> list[BaseRoute]:
     """The /_control/* routes acting on `fake`."""
 
@@ -76,6 +80,7 @@ def control_routes(fake: FakeGoogle) -> list[BaseRoute]:
         "expire_access_tokens": lambda d: fake.expire_access_tokens(d.get("email")),
         "user_shape": lambda d: fake.set_user_shape(str(_req(d, "email")), d.get("accounts"), d.get("locations")),
         "grants": lambda d: {"grants": fake.create_grants(int(_req(d, "count")), str(d.get("prefix", "bulk")))},
+        "quota": lambda d: fake.set_quota(_qpm(d.get("qpm")), _qpm(d.get("token_qpm"))),
         "reset": lambda d: fake.reset(),
     }
 

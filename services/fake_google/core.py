@@ -18,6 +18,7 @@ from services.fake_google.data import (
     build_layout,
 )
 from services.fake_google.faults import Fault, Faults
+from services.fake_google.quota import Quotas
 from services.fake_google.tokens import CODE_LIFETIME, Code, Grant, TokenStore, id_token, s256
 
 Reply = tuple[int, dict[str, Any]]
@@ -39,6 +40,7 @@ class FakeGoogleCore:
         self.client_secret = client_secret
         self.clock = clock
         self._lock = threading.Lock()
+        self._quota_defaults: tuple[int | None, int | None] = (None, None)
         self._init()
 
     def _init(self) -> None:
@@ -51,6 +53,7 @@ class FakeGoogleCore:
         self.accounts_per_user = 1
         self.locations_per_account = 2
         self.faults = Faults()
+        self.quotas = Quotas(*self._quota_defaults)
         self._tokens = TokenStore()
         self._client_status: str | None = None
         self._granted_scopes: tuple[str, ...] | None = None
@@ -68,7 +71,8 @@ class FakeGoogleCore:
         """Count one call to `endpoint`; return the delay to apply and an injected fault, if any."""
         with self._lock:
             self._calls[endpoint] = self._calls.get(endpoint, 0) + 1
-            return self.faults.take(endpoint)
+            delay, fault = self.faults.take(endpoint)
+            return delay, fault or self.quotas.check(endpoint, self.clock())
 
     def authorize(self, params: Mapping[str, str]) -> tuple[int, str | dict[str, Any]]:
         """Auto-consent: (302, redirect location) or (400, error body)."""

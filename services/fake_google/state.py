@@ -162,7 +162,23 @@ class FakeGoogle(FakeGoogleCore):
                 "refresh_calls_by_user": dict(self._refresh_by_user),
                 "refresh_calls_by_token": dict(self._refresh_by_token),
                 "issued_tokens": sorted(self._tokens.issued),
+                "quota": self.quotas.stats(),
             }
+
+    def call_times(self, api: str) -> list[float]:
+        """When each call to `api` (`performance`, `token`, ...) arrived, in order (the fake's clock)."""
+        with self._lock:
+            return self.quotas.call_times(api)
+
+    def set_quota(self, qpm: int | None, token_qpm: int | None = None, *, keep_on_reset: bool = False) -> None:
+        """Enforce `qpm` requests per minute on each Business Profile API (`token_qpm` on the token endpoint).
+
+        None lifts the limit. Takes effect at once: a quota lowered mid-run is another app eating it.
+        """
+        with self._lock:
+            self.quotas.qpm, self.quotas.token_qpm = qpm, token_qpm
+            if keep_on_reset:
+                self._quota_defaults = (qpm, token_qpm)
 
     def reset(self) -> None:
         """Forget every token, counter, failure and setting."""

@@ -43,7 +43,9 @@ def main() -> int:
         return 2
     get_logger("integrations.scheduler").info("scheduler.process", pid=os.getpid())
     try:
-        NightlyScheduler(container.sessions, broker, schedule).run(stop)
+        NightlyScheduler(
+            container.sessions, broker, schedule, fleet_interval_hours=container.settings.sync_interval_hours
+        ).run(stop)
     finally:
         broker.close()
         container.close()

@@ -1,5 +1,8 @@
 """The nightly scheduler: `refresh_all` at NIGHTLY_REFRESH_CRON in SCHEDULER_TIMEZONE, caught up once at start.
 
+Every minute it also sweeps the notification outbox and queues its share of the periodic fleet syncs
+(common/fleet_sync.py, SYNC_INTERVAL_HOURS).
+
 periodiq provides the cron parsing, the `periodic` actor option, the `scheduled_at` message option and
 the worker-side PeriodiqMiddleware (common/broker.py). Its own loop is not used, because it reads the
 process's local time through pendulum and so:
@@ -25,6 +28,7 @@ import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.cron import CronSchedule
+from common.fleet_sync import schedule_due
 from common.logging import get_logger
 from common.models import utcnow
 from common.scheduling import run_claimed, run_key
@@ -47,6 +51,8 @@ class NightlyScheduler:
     schedule: CronSchedule
     clock: Callable[[], dt.datetime] = field(default=utcnow)
     sweep_every_seconds: float = SWEEP_EVERY_SECONDS
+    # SYNC_INTERVAL_HOURS: each sweep also queues its share of the periodic fleet syncs (None: off).
+    fleet_interval_hours: float | None = None
 
     def catch_up(self, now: dt.datetime | None = None) -> str | None:
         """Send the last fire of the past 24 h when nobody claimed it (the scheduler was down); its message id."""
@@ -95,6 +101,15 @@ class NightlyScheduler:
                 since = (now - last_sweep).total_seconds() if last_sweep else self.sweep_every_seconds
                 _attempt("outbox.sweep_failed", outbox.sweep, self.sessions, self.broker, now, since)
                 _attempt("oauth_states.purge_failed", housekeeping.purge_oauth_states, self.sessions, now)
+                if self.fleet_interval_hours:
+                    _attempt(
+                        "fleet.schedule_failed",
+                        schedule_due,
+                        self.sessions,
+                        self.broker,
+                        now,
+                        self.fleet_interval_hours,
+                    )
                 last_sweep, next_sweep = now, now + dt.timedelta(seconds=self.sweep_every_seconds)
             wake = min(next_fire, next_sweep)
             stop.wait(max(0.0, min((wake - self.clock()).total_seconds(), self.sweep_every_seconds)))

@@ -1,4 +1,7 @@
-"""`python -m services.worker [--processes N] [--threads M]`: consume the sync and refresh queues.
+"""`python -m services.worker [--processes N] [--threads M]`: consume the sync, refresh and fleet queues.
+
+The fleet queue (background syncs) has its own threads (`--fleet-threads`, default half of
+`--threads`), so fleet syncs waiting for quota slots never occupy the threads a user's sync needs.
 
 One process runs a Dramatiq Worker in-process (logs stay JSON on stdout); with N > 1 processes the
 parent starts N such children and forwards SIGTERM/SIGINT to them. SIGTERM stops taking messages,
@@ -24,7 +27,7 @@ from common.logging import configure_logging, get_logger
 from common.metrics_server import child_env, child_exited, multiprocess_dir, serve_children
 from common.metrics_server import serve as serve_metrics
 from common.process import dependencies_ready, require_rabbitmq
-from common.tasks import REFRESH_QUEUE, SYNC_QUEUE
+from common.tasks import FLEET_QUEUE, REFRESH_QUEUE, SYNC_QUEUE
 from services.worker.bootstrap import DEFAULT_THREADS, init_worker
 
 QUEUES = {SYNC_QUEUE, REFRESH_QUEUE}
@@ -34,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m services.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"threads per process ({DEFAULT_THREADS})")
+    parser.add_argument("--fleet-threads", type=int, default=0, help="threads for fleet syncs (half of --threads)")
     parser.add_argument(
         "--shutdown-timeout", type=float, default=60.0, help="seconds to let running messages finish on SIGTERM"
     )
@@ -43,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_worker(threads: int, shutdown_timeout: float) -> int:
+def run_worker(threads: int, shutdown_timeout: float, fleet_threads: int = 0) -> int:
     """Consume until SIGTERM/SIGINT; a second signal exits at once."""
     try:
         container = init_worker(threads=threads)
@@ -63,11 +67,15 @@ def run_worker(threads: int, shutdown_timeout: float) -> int:
     assert broker is not None
     broker.emit_after("process_boot")  # starts the TimeLimit watchdog
     worker = dramatiq.Worker(broker, queues=QUEUES, worker_threads=threads)
+    fleet_threads = fleet_threads or max(1, threads // 2)
+    fleet = dramatiq.Worker(broker, queues={FLEET_QUEUE}, worker_threads=fleet_threads)
     worker.start()
-    log.info("worker.started", pid=os.getpid(), threads=threads, queues=sorted(QUEUES))
+    fleet.start()
+    log.info("worker.started", pid=os.getpid(), threads=threads, fleet_threads=fleet_threads, queues=sorted(QUEUES))
     while not stop.wait(0.5):
         pass
     log.info("worker.stopping", pid=os.getpid())
+    fleet.stop(timeout=int(shutdown_timeout * 1000))
     worker.stop(timeout=int(shutdown_timeout * 1000))
     broker.close()
     container.close()
@@ -75,7 +83,7 @@ def run_worker(threads: int, shutdown_timeout: float) -> int:
     return 0
 
 
-def run_processes(processes: int, threads: int, shutdown_timeout: float) -> int:
+def run_processes(processes: int, threads: int, shutdown_timeout: float, fleet_threads: int = 0) -> int:
     """Start `processes` single-process workers and relay termination signals to them.
 
     When one child dies on its own, the others are stopped too, so a supervisor restarts the lot.
@@ -88,7 +96,7 @@ def run_processes(processes: int, threads: int, shutdown_timeout: float) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if not settings.metrics_port:
-        return _supervise(processes, threads, shutdown_timeout, None)
+        return _supervise(processes, threads, fleet_threads, shutdown_timeout, None)
     with multiprocess_dir() as path:
         try:
             server = serve_children(settings, path)
@@ -96,15 +104,17 @@ def run_processes(processes: int, threads: int, shutdown_timeout: float) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         try:
-            return _supervise(processes, threads, shutdown_timeout, path)
+            return _supervise(processes, threads, fleet_threads, shutdown_timeout, path)
         finally:
             if server is not None:
                 server.shutdown()
 
 
-def _supervise(processes: int, threads: int, shutdown_timeout: float, metrics_dir: str | None) -> int:
+def _supervise(
+    processes: int, threads: int, fleet_threads: int, shutdown_timeout: float, metrics_dir: str | None
+) -> int:
     cmd = [sys.executable, "-m", "services.worker", "--processes", "1", "--threads", str(threads)]
-    cmd += ["--shutdown-timeout", str(shutdown_timeout)]
+    cmd += ["--shutdown-timeout", str(shutdown_timeout), "--fleet-threads", str(fleet_threads)]
     env = child_env(metrics_dir) if metrics_dir else None
     children = [subprocess.Popen(cmd, env=env) for _ in range(processes)]  # noqa: S603 - our own interpreter
     stop = _stop_on_signals(children)
@@ -158,8 +168,8 @@ def _stop_on_signals(children: list[subprocess.Popen[bytes]] | None = None) -> t
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.processes == 1:
-        return run_worker(args.threads, args.shutdown_timeout)
-    return run_processes(args.processes, args.threads, args.shutdown_timeout)
+        return run_worker(args.threads, args.shutdown_timeout, args.fleet_threads)
+    return run_processes(args.processes, args.threads, args.shutdown_timeout, args.fleet_threads)
 
 
 if __name__ == "__main__":

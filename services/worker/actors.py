@@ -11,15 +11,23 @@ import datetime as dt
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from common import sync_requests
 from common.broker import MAX_RETRIES
-from common.metrics import REFRESH_ALL_JOB, record_run_completed
+from common.fleet_sync import publish_sync_all, synced_since
+from common.logging import get_logger
+from common.metrics import REFRESH_ALL_JOB, SYNC_ALL_JOB, record_run_completed
+from common.models import utcnow
+from common.quota import fleet_lane
 from common.scheduling import claim_scheduled_message
 from common.sync_service import sync_integration as run_sync
 from common.tasks import (
+    FLEET_QUEUE,
+    FLEET_SYNC,
     INTEGRATION_CONNECTED,
     REFRESH_ALL,
     REFRESH_INTEGRATION,
     REFRESH_QUEUE,
+    SYNC_ALL,
     SYNC_INTEGRATION,
     SYNC_QUEUE,
 )
@@ -30,6 +38,9 @@ from services.worker.fleet import publish_refresh_all
 SYNC_TIME_LIMIT_MS = 10 * 60_000
 REFRESH_TIME_LIMIT_MS = 2 * 60_000
 REFRESH_ALL_TIME_LIMIT_MS = 25 * 60_000
+FLEET_PRIORITY = 10  # within one worker, a user's message goes before fleet ones (lower runs first)
+
+log = get_logger("integrations.worker")
 
 
 @dramatiq.actor(
@@ -41,7 +52,46 @@ REFRESH_ALL_TIME_LIMIT_MS = 25 * 60_000
 )
 def sync_integration(integration_id: int) -> None:
     """Refresh the token if it expires within the margin, then sync the integration's insights."""
+    message = CurrentMessage.get_current_message()
+    if message is not None:
+        # Started: a sync asked for from now on queues one more (common/sync_requests.py).
+        sync_requests.release(runtime.container().sessions, integration_id, message.message_id)
     policy.run("sync", integration_id, lambda: run_sync(runtime.container(), integration_id))
+
+
+@dramatiq.actor(
+    actor_name=FLEET_SYNC,
+    queue_name=FLEET_QUEUE,
+    priority=FLEET_PRIORITY,
+    throws=policy.THROWS,
+    max_retries=MAX_RETRIES,
+    time_limit=SYNC_TIME_LIMIT_MS,
+)
+def fleet_sync_integration(integration_id: int) -> None:
+    """The periodic or sync-all sync of one integration, paced as background work; skipped when it was
+    synced since the message's `requested_at` (a redelivery or a repeated fan-out does no second sync)."""
+    c = runtime.container()
+    asked = _requested_at() or utcnow()
+    if synced_since(c.sessions, integration_id, asked):
+        log.info("sync.skipped", integration_id=integration_id, reason="synced_since_requested")
+        return
+    with fleet_lane():
+        policy.run("sync", integration_id, lambda: run_sync(c, integration_id))
+
+
+@dramatiq.actor(actor_name=SYNC_ALL, queue_name=REFRESH_QUEUE, max_retries=3, time_limit=REFRESH_ALL_TIME_LIMIT_MS)
+def sync_all() -> None:
+    """Queue a fleet sync of every active integration not needing re-auth (make sync-all).
+
+    The fan-out's time (`requested_at`, the same on a redelivery) goes with each message, so a
+    redelivered or repeated sync-all syncs nothing twice.
+    """
+    c = runtime.container()
+    if not claim_scheduled_message(c.sessions, SYNC_ALL):
+        return
+    assert c.broker is not None
+    publish_sync_all(c.sessions, c.broker, _requested_at() or utcnow())
+    record_run_completed(SYNC_ALL_JOB)
 
 
 @dramatiq.actor(
@@ -105,7 +155,7 @@ def _requested_at() -> dt.datetime | None:
     return dt.datetime.fromtimestamp(message.message_timestamp / 1000, dt.UTC)
 
 
-ACTORS = (sync_integration, integration_connected, refresh_integration, refresh_all)
+ACTORS = (sync_integration, integration_connected, refresh_integration, refresh_all, fleet_sync_integration, sync_all)
 
 
 def declare_on(broker: dramatiq.Broker) -> None:

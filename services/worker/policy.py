@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import dramatiq
@@ -16,10 +17,12 @@ from common.errors import (
     IntegrationNotFound,
     LockTimeout,
     ProviderConfigError,
+    QuotaExceeded,
     ReauthRequired,
     TransientProviderError,
 )
 from common.logging import get_logger
+from common.metrics import record_sync
 from common.token_service import UNDECRYPTABLE
 from services.worker import runtime
 
@@ -33,7 +36,10 @@ log = get_logger("integrations.worker")
 def run(unit: str, integration_id: int, work: Callable[[], object]) -> None:
     """Run `work` for one integration under the retry policy.
 
-    Missing or disconnected integrations are logged as `<unit>.skipped` and acked. Transient errors
+    Missing or disconnected integrations are logged as `<unit>.skipped` and acked. A quota answer
+    (QuotaExceeded: Google's 429 or no slot from our governor) defers the message: the same message is
+    sent again with a delay and this delivery is acked, so no retry is spent and nothing is marked
+    (ARCHITECTURE.md rule 8). Transient errors
     are retried with exponential backoff and jitter, never sooner than the provider's Retry-After; on
     the last attempt the failure is recorded on the row (error status, needs_reauth unchanged) and
     the message fails into the dead-letter queue. Everything else propagates to Dramatiq.
@@ -43,6 +49,8 @@ def run(unit: str, integration_id: int, work: Callable[[], object]) -> None:
     except (IntegrationNotFound, IntegrationInactive) as exc:
         reason = "not_found" if isinstance(exc, IntegrationNotFound) else "inactive"
         log.info(f"{unit}.skipped", integration_id=integration_id, reason=reason)
+    except QuotaExceeded as exc:
+        _defer(unit, integration_id, exc)
     except TRANSIENT as exc:
         _retry_or_record(integration_id, exc)
     except CipherError:
@@ -56,6 +64,24 @@ def run(unit: str, integration_id: int, work: Callable[[], object]) -> None:
             operator_action_required=True,
         )
         raise
+
+
+def _defer(unit: str, integration_id: int, exc: QuotaExceeded) -> None:
+    message = CurrentMessage.get_current_message()
+    if message is None:  # called outside a worker: the caller decides
+        raise exc
+    delay = deferral_ms(exc.retry_after)
+    # Published (and confirmed) before this delivery is acked: a kill in between redelivers, never loses.
+    runtime.container().broker.enqueue(message.copy(), delay=delay)  # type: ignore[union-attr]
+    log.info(f"{unit}.deferred", integration_id=integration_id, api=exc.api, reason=exc.reason, delay_ms=delay)
+    if unit == "sync":
+        record_sync("deferred")
+
+
+def deferral_ms(retry_after: float | None) -> int:
+    """When deferred work runs again: after Retry-After (or 5 s), spread so a deferred burst does not return at once."""
+    base = retry_after if retry_after else 5.0
+    return min(int(base * 1000 * random.uniform(1.0, 2.0)), MAX_BACKOFF_MS)
 
 
 def _retry_or_record(integration_id: int, exc: Exception) -> None:

@@ -45,6 +45,10 @@ class Scale:
     distinct_methods: int  # requests with a method each never seen before
     # 7. key rotation under load
     rotation_integrations: int
+    # 9. fleet sync within the quota
+    quota_fleet: int
+    quota_qpm: int
+    quota_lowered_qpm: int
 
 
 SHORT = Scale(
@@ -71,6 +75,9 @@ SHORT = Scale(
     fuzz_examples=8,
     distinct_methods=300,
     rotation_integrations=40,
+    quota_fleet=30,
+    quota_qpm=600,
+    quota_lowered_qpm=480,
 )
 
 FULL = Scale(
@@ -97,6 +104,9 @@ FULL = Scale(
     fuzz_examples=60,
     distinct_methods=20_000,
     rotation_integrations=2000,
+    quota_fleet=300,
+    quota_qpm=120,
+    quota_lowered_qpm=100,
 )
 
 _FIXED = {
@@ -107,6 +117,8 @@ _FIXED = {
     "outage_revoked",
     "permanent_failures",
     "load_clients",
+    "quota_qpm",
+    "quota_lowered_qpm",
 }
 
 

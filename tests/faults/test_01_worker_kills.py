@@ -101,7 +101,7 @@ def test_sigkilled_workers_during_refresh_all_lose_no_refresh_and_lock_nobody_ou
     for s in synced:
         assert_first_sync_stored(stored_insights(c.sessions, s.id), google.fake, s.google_email)
     dead = {q: counts[2] for q, counts in lab.queue_counts(c).items()}
-    assert dead == {"sync": 0, "refresh": 0, "notifications": 0}, "nothing dead-lettered"
+    assert dead == {"sync": 0, "refresh": 0, "notifications": 0, "fleet": 0}, "nothing dead-lettered"
     calls = google.fake.total_refresh_calls
     n = len(fleet)
     assert n <= calls <= n + kills * THREADS, (calls, n, kills)

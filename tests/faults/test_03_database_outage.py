@@ -74,7 +74,7 @@ def test_terminated_database_connections_are_retried_and_nobody_is_left_in_error
 
     wait_for(lambda: not lab.unprocessed(sent), 180, "every message to succeed", every=0.5)
     dead = {q: counts[2] for q, counts in lab.queue_counts(c).items()}
-    assert dead == {"sync": 0, "refresh": 0, "notifications": 0}, "nothing dead-lettered"
+    assert dead == {"sync": 0, "refresh": 0, "notifications": 0, "fleet": 0}, "nothing dead-lettered"
     with c.sessions() as s:
         states = s.execute(
             select(Integration.last_sync_status, Integration.error_kind, Integration.needs_reauth, func.count())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -19,8 +20,9 @@ from common.cipher import generate_key_spec, parse_keys
 from common.config import Secret
 from common.errors import InvalidEmail, TransientProviderError
 from common.migrate import MIGRATIONS
-from common.models import User
-from common.tasks import REFRESH_ALL, REFRESH_QUEUE, SYNC_INTEGRATION, SYNC_QUEUE
+from common.models import Integration, User
+from common.quota import PERFORMANCE
+from common.tasks import REFRESH_ALL, REFRESH_QUEUE, SYNC_ALL, SYNC_INTEGRATION, SYNC_QUEUE
 from common.users import authenticate, create_user
 from services.cli.main import build_parser
 from tests.conftest import TEST_KEYS, make_settings
@@ -362,3 +364,48 @@ def test_db_upgrade_with_a_malformed_url_names_the_variable(cli):
 
     assert result.returncode == 2
     assert "DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sync_all_publishes_exactly_one_confirmed_message(cli, broker):
+    result = cli("sync-all")
+
+    assert result.returncode == 0, result.stderr
+    assert broker.get_queue_message_counts(REFRESH_QUEUE) == (1, 0, 0)
+    decoded = json.loads(broker.channel.basic_get(REFRESH_QUEUE, auto_ack=True)[2])
+    assert (decoded["actor_name"], decoded["args"]) == (SYNC_ALL, [])
+    assert decoded["message_id"] in result.stdout
+
+
+def test_health_lists_integrations_not_synced_for_two_intervals(cli, c):
+    overdue, recent, reauth = connect(c), connect(c), connect(c)
+    now = dt.datetime.now(dt.UTC)
+    with c.sessions.begin() as s:
+        s.get(Integration, overdue).last_synced_at = now - dt.timedelta(hours=49)
+        s.get(Integration, recent).last_synced_at = now - dt.timedelta(hours=47)
+        s.get(Integration, reauth).last_synced_at = now - dt.timedelta(hours=49)
+        s.get(Integration, reauth).needs_reauth = True  # listed once it is in error, not as overdue
+
+    result = cli("health", "--json", SYNC_INTERVAL_HOURS="24")
+
+    assert result.returncode == 0, result.stderr
+    listed = {item["id"] for item in json.loads(result.stdout)}
+    assert overdue in listed
+    assert recent not in listed and reauth not in listed
+
+
+def test_quota_shows_each_apis_budget_use_and_429s(cli, pg_url, google):
+    c = bootstrap(make_settings(pg_url, google, gbp_qpm=6000), configure_logs=False, pool_size=2)
+    for _ in range(3):
+        c.quota.acquire(PERFORMANCE)
+    c.quota.throttled(PERFORMANCE)
+    c.close()
+
+    result = cli("quota", "--json", GBP_QPM="6000")
+    table = cli("quota", GBP_QPM="6000")
+
+    assert result.returncode == 0, result.stderr
+    rows = {row["api"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == {"account_management", "business_information", "performance", "token"}
+    assert rows["performance"]["budget_qpm"] == 6000 and rows["token"]["budget_qpm"] is None
+    assert rows["performance"]["used_last_minute"] >= 3 and rows["performance"]["throttled_429"] >= 1
+    assert table.returncode == 0 and "performance" in table.stdout

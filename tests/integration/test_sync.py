@@ -11,7 +11,7 @@ from common.errors import IntegrationInactive, ReauthRequired, TransientProvider
 from common.gbp_client import DAILY_METRICS
 from common.google_oauth import MSG_PERMISSION_DENIED
 from common.locking import lock_integration
-from common.models import DISCONNECTED, Incident, Location
+from common.models import DISCONNECTED, Incident, Integration, Location
 from common.sync_service import sync_integration, sync_window
 from services.api.disconnect import disconnect
 from tests.support.concurrency import lock_waiters, run_in_thread
@@ -41,23 +41,35 @@ def test_first_sync_stores_exactly_the_fakes_values_for_a_90_day_backfill(pg, go
     assert names == {loc.name for acc in google.fake.layout_for(email).accounts for loc in acc.locations}
 
 
-def test_resync_reads_30_days_and_creates_no_duplicates(pg, google):
+def test_resync_reads_from_3_days_before_the_last_sync_and_creates_no_duplicates(pg, google):
     email = new_email("g")
     iid = connect(pg, google_email=email)
     sync_integration(pg, iid, today=TODAY)
+    set_last_synced(pg, iid, dt.datetime(2024, 3, 15, 6, 0, tzinfo=dt.UTC))  # the day TODAY's sync ran
     later = TODAY + dt.timedelta(days=3)
 
     result = sync_integration(pg, iid, today=later)
     sync_integration(pg, iid, today=later)
 
-    start, end = sync_window(later, first_sync=False)
-    assert (start, end) == (dt.date(2024, 2, 17), dt.date(2024, 3, 17))  # 30 days
+    start, end = sync_window(later, first_sync=False, last_synced=dt.date(2024, 3, 15))
+    assert (start, end) == (dt.date(2024, 3, 12), dt.date(2024, 3, 17))  # 3 revised days + the new ones
     first = window_values(google.fake, email, *sync_window(TODAY, first_sync=True))
     want = first | window_values(google.fake, email, start, end)
     assert stored_insights(pg.sessions, iid) == want
-    assert result.values == 2 * len(DAILY_METRICS) * 30
+    assert result.values == 2 * len(DAILY_METRICS) * 6
     with pg.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Location).where(Location.integration_id == iid)) == 2
+
+
+def test_sync_after_a_long_gap_reads_at_most_the_90_day_backfill():
+    today = dt.date(2024, 6, 1)
+    assert sync_window(today, first_sync=False, last_synced=dt.date(2023, 1, 1)) == sync_window(today, first_sync=True)
+    assert sync_window(today, first_sync=False, last_synced=today) == (dt.date(2024, 5, 29), dt.date(2024, 5, 31))
+
+
+def set_last_synced(c, iid: int, when: dt.datetime) -> None:
+    with c.sessions.begin() as s:
+        s.get(Integration, iid).last_synced_at = when
 
 
 def test_token_inside_the_margin_is_refreshed_once_before_the_sync(pg, google):

@@ -14,7 +14,7 @@ from dramatiq.middleware import Middleware
 from common.bootstrap import Container
 from common.broker import make_broker
 from common.config import Settings
-from common.tasks import QUEUES, REFRESH_QUEUE, SYNC_QUEUE
+from common.tasks import FLEET_QUEUE, QUEUES, REFRESH_QUEUE, SYNC_QUEUE
 from services.worker import runtime
 from services.worker.bootstrap import init_worker
 
@@ -73,18 +73,21 @@ def flush(broker: dramatiq.Broker) -> None:
 
 
 @contextmanager
-def running_worker(settings: Settings, threads: int = 4) -> Iterator[RunningWorker]:
-    """A worker consuming the sync and refresh queues of `settings.broker_url`, emptied before and after."""
+def running_worker(settings: Settings, threads: int = 4, fleet_threads: int = 2) -> Iterator[RunningWorker]:
+    """A worker consuming the sync, refresh and fleet queues of `settings.broker_url`, emptied before and after."""
     recorder = Recorder()
     broker = make_broker(settings.broker_url, extra_middleware=[recorder])
     flush(broker)
     container = init_worker(settings, broker, threads=threads, configure_logs=False)
     # A short worker_timeout makes stopping quick; it only bounds how long idle threads block.
     worker = dramatiq.Worker(broker, queues={SYNC_QUEUE, REFRESH_QUEUE}, worker_threads=threads, worker_timeout=100)
+    fleet = dramatiq.Worker(broker, queues={FLEET_QUEUE}, worker_threads=fleet_threads, worker_timeout=100)
     worker.start()
+    fleet.start()
     try:
-        yield RunningWorker(container, broker, recorder, worker)
+        yield RunningWorker(container, broker, recorder, worker, {"fleet": fleet})
     finally:
+        fleet.stop(timeout=10_000)
         worker.stop(timeout=10_000)
         flush(broker)
         broker.close()

@@ -542,6 +542,7 @@ def test_env(server: FakeGoogleServer) -> None:
         "GBP_PERFORMANCE_URL",
         "GOOGLE_CLIENT_ID",
         "GOOGLE_CLIENT_SECRET",
+        "GBP_QPM",
     }
 
 

@@ -15,7 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from common.errors import AccessTokenRejected, ProviderConfigError, ReauthRequired, TransientProviderError
+from common.errors import (
+    AccessTokenRejected,
+    ProviderConfigError,
+    QuotaExceeded,
+    ReauthRequired,
+    TransientProviderError,
+)
 from common.gbp_client import GbpClient, GbpUrls
 from common.google_oauth import BUSINESS_SCOPE, GoogleOAuthClient
 from services.fake_google import FakeGoogleServer
@@ -151,7 +157,8 @@ def test_5xx_and_429_with_or_without_json_are_transient(
 ) -> None:
     google.fake.fail_next("token", status, body=body, retry_after=7)
     err = refresh_error(oauth, "1//old")
-    assert type(err) is TransientProviderError
+    # A 429 is pacing (QuotaExceeded, a TransientProviderError): deferred, never a spent retry (rule 8).
+    assert type(err) is (QuotaExceeded if status == 429 else TransientProviderError)
     assert (err.status, err.retry_after) == (status, 7.0)
 
 

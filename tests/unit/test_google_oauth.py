@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from common.errors import ProviderConfigError, ProviderError, ReauthRequired, TransientProviderError
+from common.errors import ProviderConfigError, ProviderError, QuotaExceeded, ReauthRequired, TransientProviderError
 from common.google_oauth import (
     BUSINESS_SCOPE,
     MSG_INVALID_GRANT,
@@ -260,8 +260,8 @@ def test_rate_limit_is_transient_and_honours_retry_after(oauth: GoogleOAuthClien
     assert grant.refresh_token is not None
     google.fake.fail_next("token", 429, retry_after=17)
     err = refresh_error(oauth, grant.refresh_token)
-    assert isinstance(err, TransientProviderError)
-    assert (err.reason, err.retry_after) == ("http_429", 17.0)
+    assert isinstance(err, QuotaExceeded) and isinstance(err, TransientProviderError)
+    assert (err.api, err.reason, err.retry_after) == ("token", "rate_limited", 17.0)
     google.fake.fail_next("token", 503)
     later = refresh_error(oauth, grant.refresh_token)
     assert isinstance(later, TransientProviderError) and later.retry_after is None

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from common.bootstrap import Container
 from common.logging import get_logger
 from common.models import utcnow
+from common.quota import QuotaGovernor
 from services.api.auth import bearer_key
 from services.api.state import api_state
 from services.api.web import admin_queries
@@ -30,19 +31,24 @@ class QuotaRow:
     api: str
     budget_per_minute: int | None
     used_last_minute: int
-    throttled_last_hour: int
+    throttled_total: int
+    pace_per_minute: float | None
 
 
-# Hook for "Fleet sync": a function of the container returning each Google API's quota use, or None while
-# there is nothing to show. Fleet sync sets it (e.g. from its governor) when it lands.
 QuotaSource = Callable[[Container], list[QuotaRow] | None]
 
 
-def _no_quota_yet(_c: Container) -> list[QuotaRow] | None:
-    return None
+def governor_quota(c: Container) -> list[QuotaRow] | None:
+    """Each Google API's budget, calls in the last minute, 429s and current pace, from the quota governor
+    (None where there is no governor, as in a container built without one)."""
+    if not isinstance(c.quota, QuotaGovernor):
+        return None
+    return [
+        QuotaRow(u.api, u.budget_qpm, u.used_last_minute, u.throttled_total, u.current_qpm) for u in c.quota.usage()
+    ]
 
 
-quota_source: QuotaSource = _no_quota_yet
+quota_source: QuotaSource = governor_quota
 
 
 def _digest(value: str) -> bytes:

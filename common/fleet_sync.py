@@ -1,0 +1,121 @@
+"""Fleet sync: every active integration not needing re-auth synced once per SYNC_INTERVAL_HOURS, spread evenly.
+
+Two ways in, one message: `fleet_sync_integration(id)` on the fleet queue, carrying `requested_at`.
+- The scheduler's minute tick (`schedule_due`) queues the integrations whose last successful sync is
+  older than the interval, at most SPREAD_FACTOR x (fleet / minutes in the interval) per tick, so the
+  day's syncs (and Google calls) are spread instead of bursting. Each is claimed with `fleet_queued_at`
+  in one UPDATE, so two schedulers never queue the same integration twice.
+- `sync-all` (`publish_sync_all`) queues every one now.
+A fleet sync is skipped when the integration was synced since `requested_at`: a redelivered or
+repeated fan-out does not double the work, and a killed worker's messages are redone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.bulk_publish import publish_many
+from common.logging import get_logger
+from common.models import ACTIVE, Integration, utcnow
+from common.tasks import FLEET_SYNC, build_message
+
+SPREAD_FACTOR = 1.25  # a little above the average, so a backlog (deferrals, an outage) catches up
+PAGE = 1000
+
+log = get_logger("integrations.fleet")
+
+
+def _eligible() -> list[ColumnElement[bool]]:
+    return [Integration.status == ACTIVE, Integration.needs_reauth.is_(False)]
+
+
+def synced_since(sessions: sessionmaker[Session], integration_id: int, requested_at: dt.datetime) -> bool:
+    """Whether the integration was synced successfully at or after `requested_at`."""
+    with sessions() as s:
+        last = s.scalar(select(Integration.last_synced_at).where(Integration.id == integration_id))
+    return last is not None and last >= requested_at
+
+
+def schedule_due(
+    sessions: sessionmaker[Session], broker: dramatiq.Broker, now: dt.datetime, interval_hours: float
+) -> list[int]:
+    """Queue this tick's share of the integrations due for their periodic sync; returns their ids."""
+    interval = dt.timedelta(hours=interval_hours)
+    stale = now - interval
+    with sessions.begin() as s:
+        total = int(s.scalar(select(func.count()).select_from(Integration).where(*_eligible())) or 0)
+        share = math.ceil(total * SPREAD_FACTOR / max(1.0, interval.total_seconds() / 60))
+        if not total:
+            return []
+        due = (
+            select(Integration.id)
+            .where(
+                *_eligible(),
+                or_(Integration.last_synced_at.is_(None), Integration.last_synced_at < stale),
+                or_(Integration.fleet_queued_at.is_(None), Integration.fleet_queued_at < stale),
+            )
+            .order_by(Integration.last_synced_at.asc().nulls_first(), Integration.id)
+            .limit(share)
+        )
+        # Skip rows another scheduler is claiming (PostgreSQL); the guard in the UPDATE re-checks anyway.
+        if s.get_bind().dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list(s.scalars(due))
+        if not ids:
+            return []
+        s.execute(update(Integration).where(Integration.id.in_(ids)).values(fleet_queued_at=now))
+    try:
+        _publish(broker, ids, now)
+    except Exception:
+        with sessions.begin() as s:  # not queued after all: due again at the next tick
+            s.execute(update(Integration).where(Integration.id.in_(ids)).values(fleet_queued_at=None))
+        raise
+    log.info("fleet.scheduled", count=len(ids), fleet=total, interval_hours=interval_hours)
+    return ids
+
+
+def publish_sync_all(sessions: sessionmaker[Session], broker: dramatiq.Broker, requested_at: dt.datetime) -> int:
+    """Queue a fleet sync of every active integration not needing re-auth; returns how many."""
+    started = time.perf_counter()
+
+    def ids() -> Iterator[int]:
+        last = 0
+        while True:
+            with sessions.begin() as s:
+                page = list(
+                    s.scalars(
+                        select(Integration.id)
+                        .where(*_eligible(), Integration.id > last)
+                        .order_by(Integration.id)
+                        .limit(PAGE)
+                    )
+                )
+                if page:
+                    # The scheduler's tick leaves them alone while they are queued.
+                    s.execute(update(Integration).where(Integration.id.in_(page)).values(fleet_queued_at=utcnow()))
+            yield from page
+            if len(page) < PAGE:
+                return
+            last = page[-1]
+
+    count = _publish(broker, ids(), requested_at)
+    log.info("sync_all.published", count=count, duration_ms=round((time.perf_counter() - started) * 1000, 2))
+    return count
+
+
+def _publish(broker: dramatiq.Broker, ids: Iterator[int] | list[int], requested_at: dt.datetime) -> int:
+    asked = requested_at.isoformat()
+
+    def messages() -> Iterator[tuple[dramatiq.Message[Any], int | None]]:
+        for integration_id in ids:
+            yield build_message(FLEET_SYNC, integration_id, requested_at=asked), None
+
+    return publish_many(broker, messages())
