@@ -28,6 +28,8 @@ from common.models import ACTIVE, Integration, utcnow
 from common.tasks import FLEET_SYNC, build_message
 
 SPREAD_FACTOR = 1.25  # a little above the average, so a backlog (deferrals, an outage) catches up
+# A fleet sync's claim outlives any live sync (the actor's time limit is 10 minutes): older, its worker is gone.
+CLAIM_TTL = dt.timedelta(minutes=15)
 PAGE = 1000
 
 log = get_logger("integrations.fleet")
@@ -42,6 +44,46 @@ def synced_since(sessions: sessionmaker[Session], integration_id: int, requested
     with sessions() as s:
         last = s.scalar(select(Integration.last_synced_at).where(Integration.id == integration_id))
     return last is not None and last >= requested_at
+
+
+def claim_fleet_sync(
+    sessions: sessionmaker[Session], integration_id: int, message_id: str, requested_at: dt.datetime
+) -> bool:
+    """Whether this fleet-sync message may sync the integration now: it was not synced since `requested_at`, and
+    no other fleet-sync message is syncing it (a claim older than CLAIM_TTL is a lost one's and is taken over).
+
+    One conditional UPDATE, so two fan-outs (a repeated sync-all, a scheduler tick beside it) handled at the same
+    moment by two workers never sync one integration twice; the redelivery of a killed worker's message carries the
+    same message id and takes its own claim back at once.
+    """
+    now = utcnow()
+    with sessions.begin() as s:
+        claimed = s.execute(
+            update(Integration)
+            .where(
+                Integration.id == integration_id,
+                or_(Integration.last_synced_at.is_(None), Integration.last_synced_at < requested_at),
+                or_(
+                    Integration.fleet_message_id.is_(None),
+                    Integration.fleet_message_id == message_id,
+                    Integration.fleet_started_at < now - CLAIM_TTL,
+                ),
+            )
+            .values(fleet_message_id=message_id, fleet_started_at=now)
+            .returning(Integration.id)
+        ).first()
+        return claimed is not None
+
+
+def release_fleet_sync(sessions: sessionmaker[Session], integration_id: int, message_id: str) -> None:
+    """Drop this message's claim (after its sync, a failure, or a deferral: a deferred copy claims again)."""
+    with sessions.begin() as s:
+        s.execute(
+            update(Integration)
+            .where(Integration.id == integration_id, Integration.fleet_message_id == message_id)
+            .values(fleet_message_id=None, fleet_started_at=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def schedule_due(
@@ -59,10 +101,12 @@ def schedule_due(
             select(Integration.id)
             .where(
                 *_eligible(),
-                or_(Integration.last_synced_at.is_(None), Integration.last_synced_at < stale),
+                # Never synced: due an interval after connecting (its first sync is the connect's own, and the
+                # outbox sweep re-sends that one if the broker lost it), so a new connection is not synced twice.
+                func.coalesce(Integration.last_synced_at, Integration.created_at) < stale,
                 or_(Integration.fleet_queued_at.is_(None), Integration.fleet_queued_at < stale),
             )
-            .order_by(Integration.last_synced_at.asc().nulls_first(), Integration.id)
+            .order_by(func.coalesce(Integration.last_synced_at, Integration.created_at).asc(), Integration.id)
             .limit(share)
         )
         # Skip rows another scheduler is claiming (PostgreSQL); the guard in the UPDATE re-checks anyway.

@@ -120,6 +120,9 @@ class Integration(Base):
     sync_queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # When the scheduler last queued this integration's fleet sync (common/fleet_sync.py).
     fleet_queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The fleet-sync message syncing it now, and since when (common/fleet_sync.py claim_fleet_sync).
+    fleet_message_id: Mapped[str | None] = mapped_column(String(64))
+    fleet_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -13,7 +13,7 @@ from dramatiq.middleware import CurrentMessage
 
 from common import sync_requests
 from common.broker import MAX_RETRIES
-from common.fleet_sync import publish_sync_all, synced_since
+from common.fleet_sync import claim_fleet_sync, publish_sync_all, release_fleet_sync, synced_since
 from common.logging import get_logger
 from common.metrics import REFRESH_ALL_JOB, SYNC_ALL_JOB, record_run_completed
 from common.models import utcnow
@@ -72,11 +72,17 @@ def fleet_sync_integration(integration_id: int) -> None:
     synced since the message's `requested_at` (a redelivery or a repeated fan-out does no second sync)."""
     c = runtime.container()
     asked = _requested_at() or utcnow()
-    if synced_since(c.sessions, integration_id, asked):
-        log.info("sync.skipped", integration_id=integration_id, reason="synced_since_requested")
+    message = CurrentMessage.get_current_message()
+    message_id = message.message_id if message is not None else f"direct-{integration_id}-{asked.isoformat()}"
+    if not claim_fleet_sync(c.sessions, integration_id, message_id, asked):
+        reason = "synced_since_requested" if synced_since(c.sessions, integration_id, asked) else "syncing_elsewhere"
+        log.info("sync.skipped", integration_id=integration_id, reason=reason)
         return
-    with fleet_lane():
-        policy.run("sync", integration_id, lambda: run_sync(c, integration_id))
+    try:
+        with fleet_lane():
+            policy.run("sync", integration_id, lambda: run_sync(c, integration_id))
+    finally:
+        release_fleet_sync(c.sessions, integration_id, message_id)
 
 
 @dramatiq.actor(actor_name=SYNC_ALL, queue_name=REFRESH_QUEUE, max_retries=3, time_limit=REFRESH_ALL_TIME_LIMIT_MS)

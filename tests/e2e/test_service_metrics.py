@@ -78,11 +78,14 @@ def test_real_traffic_moves_every_family_by_exactly_what_happened(
     good, revoked = new_email("good"), new_email("revoked")
     try:
         a, b = connect(c, good), connect(c, revoked)
-        with c.sessions.begin() as s:  # old enough that the outbox sweep owes them no first sync
+        # Old enough that the outbox sweep owes them no first sync, and synced an hour ago, so the scheduler's fleet
+        # sync does not queue one either: the only sync is the one this test sends.
+        with c.sessions.begin() as s:
             for iid in (a, b):
                 row = s.get(Integration, iid)
                 assert row is not None
                 row.created_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+                row.last_synced_at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     finally:
         c.close()
     google.fake.revoke_user(revoked)

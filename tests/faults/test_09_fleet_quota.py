@@ -98,8 +98,18 @@ def test_sync_all_stays_within_the_quota_adapts_and_loses_nothing(scale: Scale, 
         errors = s.scalar(select(func.count()).select_from(Integration).where(Integration.last_sync_status == "error"))
         reauth = s.scalar(select(func.count()).select_from(Integration).where(Integration.needs_reauth.is_(True)))
         incidents = s.scalar(select(func.count()).select_from(Incident))
-    successes = [r["integration_id"] for r in lab.records() if r.get("event") == "sync.succeeded"]
-    per_integration = {i: successes.count(i) for i in fleet}
+
+    def successes() -> list[int]:
+        return [r["integration_id"] for r in lab.records() if r.get("event") == "sync.succeeded"]
+
+    # The loop ends when the database shows every sync; the last workers' log lines may still be on their way.
+    # A sync the SIGKILL cut between its commit and its log line has no line at all (and is not redone: the
+    # redelivery finds it synced), so those few are allowed to show 0 lines; the database proved them synced.
+    try:
+        wait_for(lambda: set(fleet) <= set(successes()), 20, "every sync's log line")
+    except AssertionError:
+        pass
+    per_integration = {i: successes().count(i) for i in fleet}
     figure(
         f"9. fleet sync within the quota [{scale.name}]",
         integrations=n,
@@ -121,7 +131,9 @@ def test_sync_all_stays_within_the_quota_adapts_and_loses_nothing(scale: Scale, 
     assert all(v <= qpm for v in busiest.values()), busiest
     assert throttled < 0.02 * calls, (throttled, calls)
     assert (errors, reauth, incidents) == (0, 0, 0)
-    assert set(per_integration.values()) == {1}, "every integration synced exactly once, none lost to the kill"
+    assert set(per_integration.values()) <= {0, 1}, "no integration synced twice"
+    unlogged = [i for i, count in per_integration.items() if count == 0]
+    assert len(unlogged) <= THREADS, f"{unlogged}: more than the killed worker could have had in flight"
     assert fleet_done_at_user < n, "the user's sync finished while the fleet sync was still running"
     # A fresh connection: the one that sent sync_all has been idle for the whole run.
     dead = {q: counts[2] for q, counts in lab.queue_counts(lab.container(pool_size=1)).items()}

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from common import sync_requests
@@ -100,6 +101,8 @@ def test_sync_all_syncs_every_healthy_integration_once_even_when_sent_twice(own_
     performance = google.fake.stats()["calls"].get("performance", 0)
     assert performance == 2 * len(healthy), "one sync each (2 locations): the second fan-out's were skipped"
     assert last_synced(w.container, reauth) is None
+    completed = REGISTRY.get_sample_value("integrations_last_run_timestamp_seconds", {"job": "sync_all"})
+    assert completed is not None and completed >= dt.datetime.fromisoformat(asked).timestamp() - 1
 
 
 def test_a_users_sync_overtakes_a_saturated_fleet(own_pg_url, amqp_url, google):

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
@@ -106,6 +107,7 @@ def test_users_book_up_to_30_s_ahead_and_fleet_work_waits_behind_them(sqlite_url
 
 def test_a_429_defers_the_sync_marks_nothing_and_spends_no_retry(pg_url, amqp_url, google):
     settings = make_settings(pg_url, google, broker_url=amqp_url)
+    deferred_before = REGISTRY.get_sample_value("integrations_syncs_total", {"outcome": "deferred"}) or 0.0
     with running_worker(settings, threads=2) as w, capture_logs() as logs:
         email = new_email("q")
         iid = connect(w.container, google_email=email)
@@ -120,6 +122,7 @@ def test_a_429_defers_the_sync_marks_nothing_and_spends_no_retry(pg_url, amqp_ur
         assert s.scalars(select(Incident).where(Incident.integration_id == iid)).all() == []
     deferred = [e for e in logs if e["event"] == "sync.deferred" and e.get("integration_id") == iid]
     assert [(e["api"], e["reason"]) for e in deferred] == [(PERFORMANCE, "rate_limited")] * 2
+    assert REGISTRY.get_sample_value("integrations_syncs_total", {"outcome": "deferred"}) == deferred_before + 2
     assert not [e for e in logs if e["event"] in ("retry.scheduled", "sync.failed", "retries.exhausted")]
     assert all(p.exception is None for p in w.recorder.finished(SYNC_INTEGRATION))
 

@@ -127,6 +127,9 @@ def test_the_operators_page_needs_the_admin_key_or_an_operator_session(api: Api)
     with api.c.sessions() as s:
         owner = s.get(User, s.get(Integration, broken).user_id).email
     assert owner in page
+    # Google quota use, from the governor: one row per API with its budget (GBP_QPM of the test settings).
+    for api_name in ("account_management", "business_information", "performance"):
+        assert f"<td>{api_name}</td><td>{api.c.settings.gbp_qpm}</td>" in page, api_name
     token = csrf_of(page)
     assert anonymous.post("/sign-out", data={"csrf": token}, follow_redirects=False).status_code == 303
     assert 'action="/admin/sign-in"' in anonymous.get("/admin").text
