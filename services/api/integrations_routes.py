@@ -9,12 +9,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION
+from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, build_message
 from services.api import params, queries
-from services.api.auth import require_user, require_user_for_work
+from services.api.amqp_async import AsyncPublisher
+from services.api.async_accept import AsyncWorkCheck, DatabaseBusy
+from services.api.auth import caller_of, require_user, require_user_for_work, required_key
 from services.api.disconnect import disconnect
 from services.api.errors import ApiError
 from services.api.insights import next_link, page_request, render_page
+from services.api.publishing import PublishFailed
 from services.api.rate_limit import limit_work
 from services.api.state import api_state
 
@@ -57,11 +60,36 @@ async def _enqueue(request: Request, actor: str, *extra: int) -> Response:
         await require_user(request)  # a bad key is a 401 whatever the path says
         raise
     state = api_state(request)
-    sessions = state.container.sessions
-    caller = await require_user_for_work(request, lambda key: queries.authorize_work(sessions, key, iid))
-    limit_work(request, caller.user_id)
-    message_id = await state.gateway.send(actor, iid, *extra)
+    with state.in_flight.slot():
+        if state.work_check is not None and state.publisher is not None:
+            message_id = await _enqueue_async(request, state.work_check, state.publisher, actor, iid, *extra)
+        else:
+            sessions = state.container.sessions
+            caller = await require_user_for_work(request, lambda key: queries.authorize_work(sessions, key, iid))
+            limit_work(request, caller.user_id)
+            message_id = await state.gateway.send(actor, iid, *extra)
     return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
+
+
+async def _enqueue_async(
+    request: Request, check: AsyncWorkCheck, publisher: AsyncPublisher, actor: str, iid: int, *extra: int
+) -> str:
+    key = required_key(request)
+    try:
+        user = await check.check(key, iid)
+    except DatabaseBusy:
+        raise ApiError(
+            503, "database_unavailable", "The database is unavailable; try again shortly.", {"Retry-After": "1"}
+        ) from None
+    caller = caller_of(request, user)
+    limit_work(request, caller.user_id)
+    message = build_message(actor, iid, *extra)
+    try:
+        await publisher.send(message)
+    except PublishFailed:
+        api_state(request).metrics.publish_failed(actor)
+        raise
+    return message.message_id
 
 
 async def delete_integration(request: Request) -> Response:

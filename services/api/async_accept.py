@@ -1,0 +1,62 @@
+"""The work endpoints' hot path on PostgreSQL + RabbitMQ: no thread hop per request.
+
+The key + integration check (`queries.work_check_statement`, compiled once) runs on a `psycopg_pool`
+async pool in autocommit (one round trip: no BEGIN, no ROLLBACK), and the message goes out through
+`AsyncPublisher`. SQLite and the in-process broker (standalone `make run`) keep the thread path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy import make_url
+from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
+
+from common.users import key_digest
+from services.api.queries import work_check_result, work_check_statement
+
+DB_WAIT_SECONDS = 5.0
+
+
+class DatabaseBusy(Exception):
+    """No pooled connection came free in time, or the database did not answer: the caller gets 503."""
+
+
+class AsyncWorkCheck:
+    """`queries.authorize_work`, on the event loop, for a PostgreSQL `database_url`."""
+
+    def __init__(self, database_url: str, *, max_size: int = 10) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        self._sql = str(work_check_statement().compile(dialect=pg_psycopg.dialect()))  # type: ignore[no-untyped-call]
+        self._pool = AsyncConnectionPool(
+            url.render_as_string(hide_password=False),
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True},
+        )
+        self._opened = False
+
+    async def check(self, api_key: str, integration_id: int) -> tuple[int, str] | None:
+        """As `authorize_work`: the key's (user id, email), None for a bad key; raises for the integration."""
+        digest = key_digest(api_key)
+        if digest is None:
+            return None
+        if not self._opened:
+            self._opened = True
+            await self._pool.open()
+        try:
+            async with self._pool.connection(timeout=DB_WAIT_SECONDS) as conn:
+                cur = await conn.execute(self._sql, {"digest": digest, "integration_id": integration_id})
+                found = await cur.fetchone()
+                names = [c.name for c in cur.description or ()]
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise DatabaseBusy(type(exc).__name__) from None
+        row: dict[str, Any] | None = None if found is None else dict(zip(names, found, strict=True))
+        return work_check_result(row, digest, integration_id)
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
