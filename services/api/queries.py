@@ -55,7 +55,7 @@ def authorize_work(sessions: sessionmaker[Session], api_key: str, integration_id
     return work_check_result(None if row is None else row._mapping, digest, integration_id)
 
 
-def work_check_statement() -> Select[Any]:
+def work_check_statement() -> Select[int, str, str, int, str, bool, str | None]:
     """THE key + integration check of the work endpoints, one statement with the bound parameters
     `digest` and `integration_id`; the sync path (`authorize_work`) and the async path
     (`services.api.async_accept`) both run it and read its row with `work_check_result`."""
