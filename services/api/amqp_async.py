@@ -46,7 +46,8 @@ class AsyncPublisher:
     async def send(self, message: dramatiq.Message[Any]) -> None:
         """Publish `message` and return once RabbitMQ confirmed it; PublishFailed otherwise."""
         try:
-            await asyncio.wait_for(self._publish(message), self.timeout_seconds)
+            async with asyncio.timeout(self.timeout_seconds):  # no task per publish, unlike wait_for
+                await self._publish(message)
         except TimeoutError:
             self._drop("timeout")
             raise PublishFailed(f"the message broker did not answer within {self.timeout_seconds:g}s") from None
