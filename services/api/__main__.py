@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import signal
 import sys
 from types import FrameType
@@ -76,6 +77,11 @@ def worker_app() -> Starlette:
     settings = load_settings()
     broker = make_broker(api_broker_url(settings.broker_url))
     container = bootstrap(settings, broker=broker)
+    # bootstrap's logging setup runs after uvicorn's here and would revive uvicorn's access log (request
+    # lines with query strings, OAuth codes included): silence it again, as access_log=False does.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
 
     def closed() -> None:
         broker.close()
