@@ -13,11 +13,13 @@ dropped, and the next publish connects again: the API recovers without a restart
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import pika
+import pika.exceptions
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.common import dq_name, xq_name
 from pika.adapters.asyncio_connection import AsyncioConnection
@@ -51,6 +53,9 @@ class AsyncPublisher:
         except TimeoutError:
             self._drop("timeout")
             raise PublishFailed(f"the message broker did not answer within {self.timeout_seconds:g}s") from None
+        except pika.exceptions.AMQPError as exc:  # the channel closed under us: nothing is known to be queued
+            self._drop(type(exc).__name__)
+            raise PublishFailed(f"the message broker is unavailable: {type(exc).__name__}") from None
 
     async def close(self) -> None:
         self._drop("shutdown")
@@ -58,10 +63,9 @@ class AsyncPublisher:
     async def _publish(self, message: dramatiq.Message[Any]) -> None:
         channel = await self._open()
         await self._declare(channel, message.queue_name)
+        if self._channel is None or self._channel is not channel:  # replaced while declaring: its delivery tags count from 1 again
+            raise PublishFailed("the message broker connection was reset; try again")
         self._broker.emit_before("enqueue", message, None)
-        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending[self._next_tag] = confirmed
-        self._next_tag += 1
         channel.basic_publish(
             exchange="",
             routing_key=message.queue_name,
@@ -69,6 +73,10 @@ class AsyncPublisher:
             properties=pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority")),
             mandatory=True,
         )
+        # Registered once the frame is out (basic_publish raised nothing): this channel's next delivery tag.
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[self._next_tag] = confirmed
+        self._next_tag += 1
         await confirmed
         self._broker.emit_after("enqueue", message, None)
 
@@ -146,7 +154,8 @@ class AsyncPublisher:
                 future.set_exception(error)
                 future.exception()  # retrieved: a waiter that timed out must not log "never retrieved"
         if connection is not None and not (connection.is_closed or connection.is_closing):
-            connection.close()
+            with contextlib.suppress(pika.exceptions.AMQPError):  # still opening: pika may refuse to close it
+                connection.close()
         if pending or opening is not None:
             log.warning("publish.failed", actor="async", reason=reason)
 
