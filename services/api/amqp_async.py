@@ -63,7 +63,9 @@ class AsyncPublisher:
     async def _publish(self, message: dramatiq.Message[Any]) -> None:
         channel = await self._open()
         await self._declare(channel, message.queue_name)
-        if self._channel is None or self._channel is not channel:  # replaced while declaring: its delivery tags count from 1 again
+        if (
+            self._channel is None or self._channel is not channel
+        ):  # replaced while declaring: its delivery tags count from 1 again
             raise PublishFailed("the message broker connection was reset; try again")
         self._broker.emit_before("enqueue", message, None)
         channel.basic_publish(
