@@ -8,10 +8,12 @@ httpx call it replaces: no retries, no redirects followed, the configured timeou
 from __future__ import annotations
 
 import json
+import threading
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import certifi
 import urllib3
@@ -42,21 +44,27 @@ class FormAnswer:
 
 
 class FormPoster:
-    """POSTs `application/x-www-form-urlencoded` bodies over kept-alive connections; thread-safe."""
+    """POSTs `application/x-www-form-urlencoded` bodies over kept-alive connections; thread-safe.
+
+    Honours HTTP(S)_PROXY and NO_PROXY from the environment, as httpx did (decided once per URL).
+    """
 
     def __init__(self, timeout_seconds: float, *, max_connections: int = 100) -> None:
-        self._pool = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=max_connections,
-            block=False,  # past maxsize a connection more is opened (and not kept), never a wait
-            retries=False,
-            timeout=urllib3.Timeout(connect=min(5.0, timeout_seconds), read=timeout_seconds),
-            ca_certs=certifi.where(),
-        )
+        self._options: dict[str, Any] = {
+            "num_pools": 4,
+            "maxsize": max_connections,
+            "block": False,  # past maxsize a connection more is opened (and not kept), never a wait
+            "retries": False,
+            "timeout": urllib3.Timeout(connect=min(5.0, timeout_seconds), read=timeout_seconds),
+            "ca_certs": certifi.where(),
+        }
+        self._direct = urllib3.PoolManager(**self._options)
+        self._by_url: dict[str, urllib3.PoolManager] = {}
+        self._lock = threading.Lock()
 
     def post(self, url: str, form: Mapping[str, str]) -> FormAnswer:
         """Raises urllib3's `TimeoutError` (connect or read) or `HTTPError` (anything else on the wire)."""
-        resp = self._pool.request(
+        resp = self._manager(url).request(
             "POST",
             url,
             body=urlencode(form),
@@ -66,4 +74,20 @@ class FormPoster:
         return FormAnswer(resp.status, resp.headers, resp.data)
 
     def close(self) -> None:
-        self._pool.clear()
+        with self._lock:
+            managers = {id(m): m for m in (self._direct, *self._by_url.values())}
+        for manager in managers.values():
+            manager.clear()
+
+    def _manager(self, url: str) -> urllib3.PoolManager:
+        manager = self._by_url.get(url)
+        if manager is not None:
+            return manager
+        parts = urlsplit(url)
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        with self._lock:
+            if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+                manager = urllib3.ProxyManager(proxy, **self._options)
+            else:
+                manager = self._direct
+            return self._by_url.setdefault(url, manager)

@@ -7,6 +7,7 @@ async pool in autocommit (one round trip: no BEGIN, no ROLLBACK), and the messag
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -38,6 +39,7 @@ class AsyncWorkCheck:
             kwargs={"autocommit": True},
         )
         self._opened = False
+        self._opening: asyncio.Lock | None = None
 
     async def check(self, api_key: str, integration_id: int) -> tuple[int, str] | None:
         """As `authorize_work`: the key's (user id, email), None for a bad key; raises for the integration."""
@@ -45,8 +47,7 @@ class AsyncWorkCheck:
         if digest is None:
             return None
         if not self._opened:
-            self._opened = True
-            await self._pool.open()
+            await self._open()
         try:
             async with self._pool.connection(timeout=DB_WAIT_SECONDS) as conn:
                 cur = await conn.execute(self._sql, {"digest": digest, "integration_id": integration_id})
@@ -56,6 +57,15 @@ class AsyncWorkCheck:
             raise DatabaseBusy(type(exc).__name__) from None
         row: dict[str, Any] | None = None if found is None else dict(zip(names, found, strict=True))
         return work_check_result(row, digest, integration_id)
+
+    async def _open(self) -> None:
+        # Opened on the app's own loop, at the first request; requests arriving meanwhile wait for it.
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if not self._opened:
+                await self._pool.open()
+                self._opened = True
 
     async def close(self) -> None:
         if self._opened:
