@@ -52,6 +52,9 @@ _UVICORN: dict[str, Any] = {
     "server_header": False,
     "proxy_headers": True,
     "timeout_graceful_shutdown": 10,
+    # h11, not httptools: httptools refuses an unknown method with its own 400 before the app sees it, so it
+    # would be neither logged nor counted as OTHER. The loop is uvloop when installed (pinned).
+    "http": "h11",
 }
 
 
