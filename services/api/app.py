@@ -26,7 +26,7 @@ from services.api.pages import content_security_policy
 from services.api.publishing import BrokerGateway, api_broker_url
 from services.api.rate_limit import RateLimiter
 from services.api.schemas import openapi_document
-from services.api.shedding import InFlight
+from services.api.shedding import InFlight, ShedWhenFull
 from services.api.state import ApiState
 from services.api.web import web_routes
 
@@ -106,6 +106,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(ShedWhenFull, in_flight=state.in_flight),
             Middleware(RequestObserver, metrics=metrics),
             Middleware(SecurityHeaders, csp=content_security_policy([settings.google_auth_url])),
             Middleware(BodyLimit, max_bytes=max_body_bytes),
