@@ -21,8 +21,10 @@ from bench.stack import Stack
 from common.tasks import SYNC_QUEUE
 
 
-def loadgen(port: int, token: str, ids: list[int], *, concurrency: int, seconds: int, rate: int = 0) -> dict[str, Any]:
-    args = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--token", token]
+def loadgen(
+    port: int, token: str, ids: list[int], *, concurrency: int, seconds: int, rate: int = 0, warmup: float = 1.0
+) -> dict[str, Any]:
+    args = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--token", token, "--warmup", str(warmup)]
     args += ["--ids", ",".join(map(str, ids)), "--concurrency", str(concurrency), "--seconds", str(seconds)]
     if rate:
         args += ["--rate", str(rate)]
@@ -32,11 +34,37 @@ def loadgen(port: int, token: str, ids: list[int], *, concurrency: int, seconds:
     return dict(json.loads(out.stdout.decode().strip().splitlines()[-1]))
 
 
-def _measured(pid: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _measured(pid: int, fn: Callable[[], dict[str, Any]], *, backends: bool = False) -> dict[str, Any]:
+    """`fn`'s load result with the server's CPU per request; `backends`: PostgreSQL's and RabbitMQ's CPU per
+    accepted (202) request too (the machine's cost of "one query + one confirmed publish")."""
+    meter = procstats.CpuMeter(_BACKENDS).start() if backends else None
     cpu = procstats.cpu_seconds(pid)
     result = fn()
     used = procstats.cpu_seconds(pid) - cpu
     result["server_cpu_ms_per_request"] = round(1000 * used / max(1, result["requests"]), 3)
+    if meter is not None:
+        spent, accepted = meter.stop(), max(1, result["statuses"].get("202", 0))
+        for name in _BACKENDS:
+            result[f"{name}_cpu_ms_per_accepted"] = round(1000 * spent[name] / accepted, 3)
+    return result
+
+
+_BACKENDS: dict[str, Callable[[], list[int]]] = {
+    "postgresql": lambda: procstats.pids_named("postgres"),
+    "rabbitmq": lambda: procstats.pids_named("beam.smp"),
+}
+
+
+def overload(stack: Stack, port: int, token: str, ids: list[int], rate: int, seconds: int) -> dict[str, Any]:
+    """An open loop at `rate` (2x the measured maximum): every answer's time, the excess's statuses, and the
+    messages in RabbitMQ against the 202s (nothing consumes the sync queue during this step; no warm-up, so
+    every request is counted). More connections than the API's in-flight bound (API_MAX_IN_FLIGHT, 200),
+    or the excess would wait in the load generator rather than reach the API."""
+    stack.purge(SYNC_QUEUE)
+    result = loadgen(port, token, ids, concurrency=600, seconds=seconds, rate=rate, warmup=0.0)
+    result["rate"] = rate
+    result["queued"] = stack.queue_depth(SYNC_QUEUE)
+    result["accepted"] = result["statuses"].get("202", 0)
     return result
 
 
@@ -56,7 +84,9 @@ def run(stack: Stack, fleet: Fleet, cfg: BenchConfig, say: Callable[[str], None]
             for name, (port, token, pid) in servers.items():
                 profiler = Profiler(stack.procs.log_dir, f"{name}_c{concurrency}", {name: pid})
                 row[name] = _measured(
-                    pid, partial(loadgen, port, token, ids, concurrency=concurrency, seconds=cfg.api_seconds)
+                    pid,
+                    partial(loadgen, port, token, ids, concurrency=concurrency, seconds=cfg.api_seconds),
+                    backends=name == "api",
                 )
                 profiler.stop()
             row["ratio"] = round(row["api"]["rps"] / row["bare"]["rps"], 3) if row["bare"]["rps"] else 0.0
@@ -76,11 +106,17 @@ def run(stack: Stack, fleet: Fleet, cfg: BenchConfig, say: Callable[[str], None]
             f"  open loop {cfg.open_loop_rate}/s: API p50 {fixed['api']['p50_ms']} ms p99 {fixed['api']['p99_ms']} ms"
             f" | bare p99 {fixed['bare']['p99_ms']} ms"
         )
+        top = max(int(row["api"]["rps"]) for row in rows) if rows else cfg.open_loop_rate
+        over = overload(stack, api_port, fleet.api_key, ids, 2 * top, cfg.open_loop_seconds)
+        say(
+            f"  overload {over['rate']}/s: statuses {over['statuses']}, max {over['max_ms']} ms, "
+            f"{over['queued']} queued for {over['accepted']} accepted"
+        )
         peak = {"api": procstats.peak_rss_mb(stack.api.pid), "bare": procstats.peak_rss_mb(bare.pid)}
     finally:
         stack.procs.stop(bare)
         stack.purge(SYNC_QUEUE)
-    return {"closed_loop": rows, "open_loop": fixed, "peak_rss_mb": peak}
+    return {"closed_loop": rows, "open_loop": fixed, "overload": over, "peak_rss_mb": peak}
 
 
 def _ok(client: httpx.Client, url: str) -> bool:

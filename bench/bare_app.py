@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         server_header=False,
+        http="h11",  # the API's server stack (services/api/__main__.py): uvloop + h11
         proxy_headers=True,
     )
     return 0

@@ -197,6 +197,18 @@ def _api(results: dict[str, Any]) -> list[str]:
         ]
     )
     lines += _fmt(rows)
+    backends = [
+        f"{x['concurrency']}: PostgreSQL {x['api'].get('postgresql_cpu_ms_per_accepted')} ms, "
+        f"RabbitMQ {x['api'].get('rabbitmq_cpu_ms_per_accepted')} ms"
+        for x in a["closed_loop"]
+    ]
+    lines.append(f"  CPU per accepted request, by connections: {'; '.join(backends)}")
+    if "overload" in a:
+        o = a["overload"]
+        lines.append(
+            f"  open loop at 2x the maximum ({o['rate']}/s): answers {o['statuses']}, p99 {o['p99_ms']} ms, "
+            f"max {o['max_ms']} ms; {o['queued']} messages in RabbitMQ for {o['accepted']} answered 202"
+        )
     lines.append(f"  peak RSS MB: API {a['peak_rss_mb']['api']}, bare {a['peak_rss_mb']['bare']}")
     return lines
 
@@ -239,6 +251,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         out.append(("API accept >= 50% of bare Starlette (worst concurrency)", f"{100 * worst:.0f}%", worst >= 0.5))
         p99 = a["open_loop"]["api"]["p99_ms"]
         out.append((f"API p99 < 20 ms at {a['open_loop']['rate']} req/s", f"{p99} ms", p99 < 20))
+        if "overload" in a:
+            o = a["overload"]
+            out.append((f"every answer < 1 s at 2x ({o['rate']}/s)", f"{o['max_ms']} ms", o["max_ms"] < 1000))
+            out.append(
+                (
+                    "no accepted request lost (queued = 202s)",
+                    f"{o['queued']}/{o['accepted']}",
+                    o["queued"] == o["accepted"],
+                )
+            )
     return out
 
 

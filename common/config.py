@@ -88,6 +88,10 @@ class Settings:
     var_dir: str = "var"
     api_rate_limit_per_minute: int = 60
     api_rate_limit_burst: int = 10
+    # Uvicorn worker processes of `python -m services.api`, each with its own pool and AMQP connection.
+    api_workers: int = 1
+    # Work requests (POST sync/refresh) in flight per API process; past it: 503 + Retry-After at once.
+    api_max_in_flight: int = 200
 
     def __repr__(self) -> str:
         # DATABASE_URL and BROKER_URL carry passwords: shown masked, as the Secret fields are.
@@ -197,6 +201,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"METRICS_PORT must be a TCP port (1-65535), got {s.metrics_port}")
     if s.api_rate_limit_per_minute < 0 or s.api_rate_limit_burst < 1:
         raise ConfigError("API_RATE_LIMIT_PER_MINUTE must not be negative and API_RATE_LIMIT_BURST must be at least 1")
+    if s.api_workers < 1 or s.api_max_in_flight < 1:
+        raise ConfigError("API_WORKERS and API_MAX_IN_FLIGHT must be at least 1")
     if not s.public_base_url.startswith(("http://", "https://")):
         raise ConfigError("PUBLIC_BASE_URL must be an http(s) URL")
     from common.weak_secrets import check_oauth_client

@@ -15,10 +15,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import urllib3
 
 from common.errors import ProviderConfigError, QuotaExceeded, ReauthRequired, TransientProviderError
 from common.metered_http import metered_client
+from common.metrics import record_google_request
 from common.quota import TOKEN, Pacer
+from common.token_http import Answer, FormPoster
 
 BUSINESS_SCOPE = "https://www.googleapis.com/auth/business.manage"
 SCOPES = ("openid", "email", BUSINESS_SCOPE)
@@ -80,9 +83,12 @@ class GoogleOAuthClient:
             timeout=httpx.Timeout(config.timeout_seconds, connect=min(5.0, config.timeout_seconds)),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
         )
+        # The token endpoint (every refresh) goes through a leaner keep-alive pool (common.token_http).
+        self._token_http = FormPoster(config.timeout_seconds)
 
     def close(self) -> None:
         self._http.close()
+        self._token_http.close()
 
     def authorization_url(self, *, redirect_uri: str, state: str, pkce: Pkce, login_hint: str | None = None) -> str:
         params = {
@@ -148,11 +154,17 @@ class GoogleOAuthClient:
         form = {**form, "client_id": self._cfg.client_id, "client_secret": self._cfg.client_secret}
         sent_at = time.time()
         try:
-            resp = self._http.post(self._cfg.token_url, data=form, headers={"Accept": "application/json"})
-        except httpx.TimeoutException:
-            raise TransientProviderError("timeout", "Google's token endpoint timed out") from None
-        except httpx.HTTPError as exc:
+            resp = self._token_http.post(self._cfg.token_url, form)
+        except urllib3.exceptions.HTTPError as exc:
+            # Not through the metered httpx client (common/metered_http.py): counted here, as it counts.
+            record_google_request("token", "network")
+            if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
+                exc,
+                urllib3.exceptions.NewConnectionError,  # a ConnectTimeoutError subclass, but refused
+            ):
+                raise TransientProviderError("timeout", "Google's token endpoint timed out") from None
             raise TransientProviderError("network", f"Could not reach Google: {type(exc).__name__}") from None
+        record_google_request("token", resp.status_code)
         body = _json_object(resp)
         if resp.status_code == 200 and body is not None:
             return _grant_from(body, sent_at)
@@ -162,7 +174,7 @@ class GoogleOAuthClient:
         raise error
 
 
-def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
+def _json_object(resp: Answer) -> dict[str, Any] | None:
     try:
         body = resp.json()
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
@@ -208,7 +220,7 @@ def _unverified_claims(id_token: object) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
+def _retry_after(resp: Answer) -> float | None:
     """Retry-After in seconds (a number or an HTTP date), or None when absent or unusable (inf, nan)."""
     value = resp.headers.get("retry-after")
     if value is None:
@@ -226,7 +238,7 @@ def _retry_after(resp: httpx.Response) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _token_error(resp: httpx.Response, body: dict[str, Any] | None) -> Exception:
+def _token_error(resp: Answer, body: dict[str, Any] | None) -> Exception:
     status = resp.status_code
     error = str(body.get("error", "")) if body else ""
     description = str(body.get("error_description", "")) if body else ""

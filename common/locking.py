@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, text
+from typing import Any
+
+from sqlalchemy import Row, Select, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -17,6 +19,21 @@ def lock_integration(session: Session, integration_id: int, timeout_seconds: flo
     rollback (never a session-level lock, which would outlive a rollback in the pool). SQLite: a no-op
     write first, which takes the database's write lock for the transaction, the standalone equivalent.
     """
+    stmt = (
+        select(Integration)
+        .where(Integration.id == integration_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row: Integration = locked_select(session, stmt, integration_id, timeout_seconds)[0]
+    return row
+
+
+def locked_select(session: Session, stmt: Select[Any], integration_id: int, timeout_seconds: float) -> Row[Any]:
+    """Run `stmt` (a `SELECT ... FOR UPDATE` of the integration's row) under the lock's timeout: its one row.
+
+    Raises `LockTimeout` when the row stayed locked, `IntegrationNotFound` when there is none.
+    """
     dialect = session.get_bind().dialect.name
     try:
         if dialect == "postgresql":
@@ -24,12 +41,7 @@ def lock_integration(session: Session, integration_id: int, timeout_seconds: flo
             session.execute(text(f"SET LOCAL lock_timeout = {ms}"))
         else:
             _sqlite_write_lock(session, integration_id, timeout_seconds)
-        row = session.execute(
-            select(Integration)
-            .where(Integration.id == integration_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).scalar_one_or_none()
+        row = session.execute(stmt).one_or_none()
     except OperationalError as exc:
         if _is_lock_timeout(exc):
             raise LockTimeout(f"integration {integration_id} stayed locked for over {timeout_seconds:g}s") from None

@@ -24,6 +24,7 @@ from common.errors import (
 )
 from common.events import Event, IncidentClosed, IncidentOpened, Publisher, discard
 from common.google_oauth import MSG_NO_REFRESH_TOKEN, TokenGrant
+from common.locked_row import lock_row, write_changes
 from common.locking import lock_integration
 from common.logging import get_logger
 from common.metrics import record_refresh
@@ -169,7 +170,7 @@ class TokenService:
         # worker has done meanwhile is a slot lost, not a call made.
         self.oauth.wait_for_token_slot()
         with self.sessions.begin() as s:
-            row = lock_integration(s, integration_id, self.lock_timeout_seconds)
+            row, read = lock_row(s, integration_id, self.lock_timeout_seconds)
             _check_active(row)
             refreshed_since = (
                 requested_at is not None
@@ -210,6 +211,7 @@ class TokenService:
             else:
                 mark_failed(row, failure, self.clock())
                 events += open_incident(s, row, failure, self.clock())
+            write_changes(s, row, read)
             platform, expires_at = row.platform, row.token_expires_at
         if failure is not None:
             _log_failed(row, failure, started)

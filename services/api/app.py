@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
@@ -15,14 +16,17 @@ from starlette.routing import BaseRoute
 from common.bootstrap import Container
 from common.signing import Signer
 from services.api import admin_routes, health_routes, integrations_routes, oauth_routes
+from services.api.amqp_async import AsyncPublisher
+from services.api.async_accept import AsyncWorkCheck
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.headers import SecurityHeaders
 from services.api.metrics import ApiMetrics, serve_metrics
 from services.api.middleware import BodyLimit, RequestObserver
 from services.api.pages import content_security_policy
-from services.api.publishing import BrokerGateway
+from services.api.publishing import BrokerGateway, api_broker_url
 from services.api.rate_limit import RateLimiter
 from services.api.schemas import openapi_document
+from services.api.shedding import InFlight, ShedWhenFull
 from services.api.state import ApiState
 from services.api.web import web_routes
 
@@ -37,11 +41,14 @@ def create_app(
     publish_timeout_seconds: float = 5.0,
     publish_threads: int = 4,
     max_body_bytes: int = MAX_BODY_BYTES,
+    async_accept: bool = True,
 ) -> Starlette:
     """The API on `container` (built by `common.bootstrap.bootstrap(settings, broker=...)`).
 
     The container's broker is used for publishing; give it a URL tuned by `api_broker_url` so an
     unreachable broker fails fast. The app does not close the container or the broker.
+    On PostgreSQL with RabbitMQ (and `async_accept`), POST sync/refresh take the async path
+    (`services.api.async_accept`, `services.api.amqp_async`); otherwise they run in threads.
     """
     metrics = ApiMetrics()
     gateway = BrokerGateway(
@@ -56,7 +63,17 @@ def create_app(
         metrics=metrics,
         done_signer=Signer(container.settings.token_encryption_keys.reveal(), "done-page"),
         limiter=RateLimiter(container.settings.api_rate_limit_per_minute, container.settings.api_rate_limit_burst),
+        in_flight=InFlight(container.settings.api_max_in_flight),
     )
+    if (
+        async_accept
+        and container.settings.database_url.startswith("postgresql")
+        and isinstance(container.broker, RabbitmqBroker)
+    ):
+        state.work_check = AsyncWorkCheck(container.settings.database_url)
+        state.publisher = AsyncPublisher(
+            api_broker_url(container.settings.broker_url), container.broker, timeout_seconds=publish_timeout_seconds
+        )
     extra_routes, extra_paths = _plugin_routes()
     settings = container.settings
 
@@ -70,6 +87,10 @@ def create_app(
             if stop_metrics is not None:
                 stop_metrics()
             gateway.close()
+            if state.publisher is not None:
+                await state.publisher.close()
+            if state.work_check is not None:
+                await state.work_check.close()
 
     routes: list[BaseRoute] = [
         # Plugins first: a plugin may take over a path (e.g. its own post-callback page).
@@ -85,6 +106,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(ShedWhenFull, in_flight=state.in_flight),
             Middleware(RequestObserver, metrics=metrics),
             Middleware(SecurityHeaders, csp=content_security_policy([settings.google_auth_url])),
             Middleware(BodyLimit, max_bytes=max_body_bytes),

@@ -42,7 +42,7 @@ def unauthorized(message: str) -> ApiError:
 
 async def require_user(request: Request) -> Caller:
     """The caller owning the request's API key; 401 when it is missing or unknown."""
-    key = _required_key(request)
+    key = required_key(request)
     sessions = api_state(request).container.sessions
 
     def lookup() -> tuple[int, str] | None:
@@ -50,25 +50,27 @@ async def require_user(request: Request) -> Caller:
             user = authenticate(s, key)
             return None if user is None else (user.id, user.email)
 
-    return _caller(request, await anyio.to_thread.run_sync(lookup))
+    return caller_of(request, await anyio.to_thread.run_sync(lookup))
 
 
 async def require_user_for_work(request: Request, check: Callable[[str], tuple[int, str] | None]) -> Caller:
     """`require_user`, with the key and the target checked by one call (in a worker thread): `check(key)`
     returns the key's (user id, email), or None for an invalid key, and raises when the target is not
     workable. A 401 still comes before anything about the target."""
-    key = _required_key(request)
-    return _caller(request, await anyio.to_thread.run_sync(check, key))
+    key = required_key(request)
+    return caller_of(request, await anyio.to_thread.run_sync(check, key))
 
 
-def _required_key(request: Request) -> str:
+def required_key(request: Request) -> str:
+    """The request's bearer key; 401 when there is none."""
     key = bearer_key(request)
     if key is None:
         raise unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
     return key
 
 
-def _caller(request: Request, user: tuple[int, str] | None) -> Caller:
+def caller_of(request: Request, user: tuple[int, str] | None) -> Caller:
+    """The caller for a key lookup's result (user id, email); 401 for None."""
     if user is None:
         raise unauthorized("The API key is not valid.")
     request.state.user_id = user[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import anyio.to_thread
@@ -10,9 +11,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from common import sync_requests
-from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, new_message_id
+from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, build_message, new_message_id
 from services.api import params, queries
-from services.api.auth import require_user, require_user_for_work
+from services.api.amqp_async import AsyncPublisher
+from services.api.async_accept import AsyncWorkCheck, DatabaseBusy
+from services.api.auth import caller_of, require_user, require_user_for_work, required_key
 from services.api.disconnect import disconnect
 from services.api.errors import ApiError
 from services.api.insights import next_link, page_request, render_page
@@ -59,23 +62,67 @@ async def _enqueue(request: Request, actor: str, *extra: int, coalesce: bool = F
         await require_user(request)  # a bad key is a 401 whatever the path says
         raise
     state = api_state(request)
+    with state.in_flight.slot():
+        if state.work_check is not None and state.publisher is not None:
+            message_id = await _enqueue_async(
+                request, state.work_check, state.publisher, actor, iid, *extra, coalesce=coalesce
+            )
+        else:
+            message_id = await _enqueue_threads(request, actor, iid, *extra, coalesce=coalesce)
+    return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
+
+
+async def _enqueue_threads(request: Request, actor: str, iid: int, *extra: int, coalesce: bool) -> str:
+    """The thread path (SQLite, the in-process broker): the same checks, claim and publish, each in a thread."""
+    state = api_state(request)
     sessions = state.container.sessions
     caller = await require_user_for_work(request, lambda key: queries.authorize_work(sessions, key, iid))
     limit_work(request, caller.user_id)
     if not coalesce:
-        message_id = await state.gateway.send(actor, iid, *extra)
-        return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
+        return await state.gateway.send(actor, iid, *extra)
     # A sync already queued for it answers for this request too (common/sync_requests.py).
     message_id = new_message_id()
     queued = await anyio.to_thread.run_sync(sync_requests.claim, sessions, iid, message_id)
     if queued is not None:
-        return JSONResponse({"integration_id": iid, "message_id": queued}, status_code=202)
+        return queued
     try:
         await state.gateway.send(actor, iid, *extra, message_id=message_id)
     except PublishFailed:
         await anyio.to_thread.run_sync(sync_requests.release, sessions, iid, message_id)
         raise
-    return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
+    return message_id
+
+
+async def _enqueue_async(
+    request: Request,
+    check: AsyncWorkCheck,
+    publisher: AsyncPublisher,
+    actor: str,
+    iid: int,
+    *extra: int,
+    coalesce: bool,
+) -> str:
+    key = required_key(request)
+    try:
+        user = await check.check(key, iid)
+        caller = caller_of(request, user)
+        limit_work(request, caller.user_id)
+        message = build_message(actor, iid, *extra)
+        if coalesce and (queued := await check.claim_sync(iid, message.message_id)) is not None:
+            return queued  # folded into the sync already queued
+    except DatabaseBusy:
+        raise ApiError(
+            503, "database_unavailable", "The database is unavailable; try again shortly.", {"Retry-After": "1"}
+        ) from None
+    try:
+        await publisher.send(message)
+    except PublishFailed:
+        api_state(request).metrics.publish_failed(actor)
+        if coalesce:
+            with contextlib.suppress(DatabaseBusy):  # else the claim goes stale by itself (sync_requests.STALE)
+                await check.release_sync(iid, message.message_id)
+        raise
+    return message.message_id
 
 
 async def delete_integration(request: Request) -> Response:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import literal, select, tuple_
+from sqlalchemy import Select, bindparam, literal, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import IntegrationInactive, IntegrationNotFound
@@ -42,41 +43,54 @@ def authorize_work(sessions: sessionmaker[Session], api_key: str, integration_id
     """The (id, email) of the key's user, or None when the key is not valid; raises unless the integration
     is that user's and work (sync, refresh) can succeed for it without the user stepping in.
 
-    One query for both (the user by key hash, outer-joined to the integration), so the hot path
-    `POST /integrations/{id}/sync` pays one pool checkout and one round trip, not two; the key is still
-    checked against the database on every request.
+    One query for both (`work_check_statement`: the user by key hash, outer-joined to the integration), so
+    the hot path `POST /integrations/{id}/sync` pays one pool checkout and one round trip, not two; the key
+    is still checked against the database on every request.
     """
     digest = key_digest(api_key)
     if digest is None:
         return None
     with sessions() as s:
-        row = s.execute(
-            select(
-                User.id,
-                User.email,
-                User.api_key_hash,
-                Integration.id.label("integration_id"),
-                Integration.status,
-                Integration.needs_reauth,
-                Integration.last_sync_message,
-            )
-            .outerjoin(Integration, (Integration.id == integration_id) & (Integration.user_id == User.id))
-            .where(User.api_key_hash == digest)
-        ).first()
-    if row is None or not hmac.compare_digest(row.api_key_hash, digest):
+        row = s.execute(work_check_statement(), {"digest": digest, "integration_id": integration_id}).first()
+    return work_check_result(None if row is None else row._mapping, digest, integration_id)
+
+
+def work_check_statement() -> Select[int, str, str, int, str, bool, str | None]:
+    """THE key + integration check of the work endpoints, one statement with the bound parameters
+    `digest` and `integration_id`; the sync path (`authorize_work`) and the async path
+    (`services.api.async_accept`) both run it and read its row with `work_check_result`."""
+    return (
+        select(
+            User.id,
+            User.email,
+            User.api_key_hash,
+            Integration.id.label("integration_id"),
+            Integration.status,
+            Integration.needs_reauth,
+            Integration.last_sync_message,
+        )
+        .outerjoin(Integration, (Integration.id == bindparam("integration_id")) & (Integration.user_id == User.id))
+        .where(User.api_key_hash == bindparam("digest"))
+    )
+
+
+def work_check_result(row: Mapping[Any, Any] | None, digest: str, integration_id: int) -> tuple[int, str] | None:
+    """The outcome of `work_check_statement`'s first row (None: no row): see `authorize_work`."""
+    if row is None or not hmac.compare_digest(row["api_key_hash"], digest):
         return None
-    if row.integration_id is None:
+    if row["integration_id"] is None:
         raise IntegrationNotFound(f"integration {integration_id} does not exist")
-    if row.status != ACTIVE:
+    if row["status"] != ACTIVE:
         raise IntegrationInactive(
             f"Integration {integration_id} is disconnected; connect the Google account again to sync it."
         )
-    if row.needs_reauth:
-        detail = f" ({row.last_sync_message})" if row.last_sync_message else ""
+    if row["needs_reauth"]:
+        message = row["last_sync_message"]
+        detail = f" ({message})" if message else ""
         raise IntegrationInactive(
             f"Integration {integration_id} needs re-authentication{detail}; reconnect it before syncing."
         )
-    return row.id, row.email
+    return row["id"], row["email"]
 
 
 def list_insights(

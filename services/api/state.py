@@ -13,7 +13,10 @@ from services.api.metrics import ApiMetrics
 from services.api.publishing import BrokerGateway
 
 if TYPE_CHECKING:
+    from services.api.amqp_async import AsyncPublisher
+    from services.api.async_accept import AsyncWorkCheck
     from services.api.rate_limit import RateLimiter
+    from services.api.shedding import InFlight
 
 
 @dataclass
@@ -25,6 +28,10 @@ class ApiState:
     metrics: ApiMetrics
     done_signer: Signer
     limiter: RateLimiter
+    in_flight: InFlight
+    # The async hot path (PostgreSQL + RabbitMQ); None in standalone mode, which keeps the thread path.
+    work_check: AsyncWorkCheck | None = None
+    publisher: AsyncPublisher | None = None
 
 
 def api_state(request: Request) -> ApiState:

@@ -343,3 +343,19 @@ def test_retry_after_as_an_http_date_counts_from_now_whatever_its_zone_spelling(
     for header in (format_datetime(later, usegmt=True), format_datetime(later.replace(tzinfo=None))):  # GMT, -0000
         delay = _retry_after(httpx.Response(503, headers={"Retry-After": header}))
         assert delay is not None and 100 < delay <= 120, header
+
+
+def test_the_token_call_goes_through_the_environments_proxy_unless_no_proxy_names_the_host(
+    google: FakeGoogleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As httpx did (trust_env): a deployment that reaches Google through an egress proxy keeps working."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    via_proxy = make_client(google)
+    err = refresh_error(via_proxy, "1//0secret-refresh-token")
+    assert (type(err), err.reason) == (TransientProviderError, "network"), "the (closed) proxy was not used"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = make_client(google)
+    grant = connect(direct)
+    assert grant.refresh_token is not None and direct.refresh(grant.refresh_token).access_token
