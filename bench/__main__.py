@@ -90,7 +90,7 @@ def run(cfg: BenchConfig, name: str, log_dir: Path) -> dict[str, Any]:
             say(report.one_line(results["sync_latency"]))
         stack.stop_workers()
         if cfg.wants("api"):
-            say("API accept: POST /integrations/{id}/sync next to a bare Starlette endpoint")
+            say("API accept: POST /integrations/{id}/refresh next to a bare Starlette endpoint")
             results["api_accept"] = api_accept.run(stack, fleet, cfg, say)
         stack.stop_api()
         fake_hwm = report.peak(fake.proc.pid)

@@ -27,7 +27,11 @@ async def healthz(request: Request) -> Response:
 
 
 app = Starlette(
-    routes=[Route("/integrations/{id}/sync", sync, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
+    routes=[
+        Route("/integrations/{id}/sync", sync, methods=["POST"]),
+        Route("/integrations/{id}/refresh", sync, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
 )
 
 

@@ -147,7 +147,7 @@ def _fanout(results: dict[str, Any]) -> list[str]:
 def _api(results: dict[str, Any]) -> list[str]:
     a = results["api_accept"]
     lines = [
-        "3. API accept: POST /integrations/{id}/sync (auth, ownership check, confirmed publish) vs a bare "
+        "3. API accept: POST /integrations/{id}/refresh (auth, ownership check, confirmed publish) vs a bare "
         "Starlette endpoint; uvicorn, 1 process each; load generator in its own process"
     ]
     rows: list[list[object]] = [
