@@ -39,18 +39,12 @@ def _eligible() -> list[ColumnElement[bool]]:
     return [Integration.status == ACTIVE, Integration.needs_reauth.is_(False)]
 
 
-def synced_since(sessions: sessionmaker[Session], integration_id: int, requested_at: dt.datetime) -> bool:
-    """Whether the integration was synced successfully at or after `requested_at`."""
-    with sessions() as s:
-        last = s.scalar(select(Integration.last_synced_at).where(Integration.id == integration_id))
-    return last is not None and last >= requested_at
-
-
 def claim_fleet_sync(
     sessions: sessionmaker[Session], integration_id: int, message_id: str, requested_at: dt.datetime
-) -> bool:
-    """Whether this fleet-sync message may sync the integration now: it was not synced since `requested_at`, and
-    no other fleet-sync message is syncing it (a claim older than CLAIM_TTL is a lost one's and is taken over).
+) -> str | None:
+    """None when this fleet-sync message may sync the integration now, else why not: `synced_since_requested`
+    (synced at or after `requested_at`) or `syncing_elsewhere` (another fleet-sync message holds it; a claim
+    older than CLAIM_TTL is a lost one's and is taken over).
 
     One conditional UPDATE, so two fan-outs (a repeated sync-all, a scheduler tick beside it) handled at the same
     moment by two workers never sync one integration twice; the redelivery of a killed worker's message carries the
@@ -72,7 +66,10 @@ def claim_fleet_sync(
             .values(fleet_message_id=message_id, fleet_started_at=now)
             .returning(Integration.id)
         ).first()
-        return claimed is not None
+        if claimed is not None:
+            return None
+        last = s.scalar(select(Integration.last_synced_at).where(Integration.id == integration_id))
+    return "synced_since_requested" if last is not None and last >= requested_at else "syncing_elsewhere"
 
 
 def release_fleet_sync(sessions: sessionmaker[Session], integration_id: int, message_id: str) -> None:

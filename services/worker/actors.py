@@ -13,7 +13,7 @@ from dramatiq.middleware import CurrentMessage
 
 from common import sync_requests
 from common.broker import MAX_RETRIES
-from common.fleet_sync import claim_fleet_sync, publish_sync_all, release_fleet_sync, synced_since
+from common.fleet_sync import claim_fleet_sync, publish_sync_all, release_fleet_sync
 from common.logging import get_logger
 from common.metrics import REFRESH_ALL_JOB, SYNC_ALL_JOB, record_run_completed
 from common.models import utcnow
@@ -74,9 +74,9 @@ def fleet_sync_integration(integration_id: int) -> None:
     asked = _requested_at() or utcnow()
     message = CurrentMessage.get_current_message()
     message_id = message.message_id if message is not None else f"direct-{integration_id}-{asked.isoformat()}"
-    if not claim_fleet_sync(c.sessions, integration_id, message_id, asked):
-        reason = "synced_since_requested" if synced_since(c.sessions, integration_id, asked) else "syncing_elsewhere"
-        log.info("sync.skipped", integration_id=integration_id, reason=reason)
+    skipped = claim_fleet_sync(c.sessions, integration_id, message_id, asked)
+    if skipped is not None:
+        log.info("sync.skipped", integration_id=integration_id, reason=skipped)
         return
     try:
         with fleet_lane():

@@ -54,18 +54,23 @@ def _run(module: str, env: dict[str, str], seconds: float = 60) -> subprocess.Co
     )
 
 
+def _the_one_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The process exited 2 with exactly one `error:` line and no traceback; that line."""
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    return errors[0]
+
+
 @pytest.mark.parametrize("module", SERVICES)
 def test_a_missing_vhost_ends_the_service_with_rabbitmqs_reason(
     module: str, pg_url: str, amqp_url: str, google: FakeGoogleServer, tmp_path: Path
 ) -> None:
     url = _with(amqp_url, path="/no-such-vhost-here")
-    done = _run(module, _env(pg_url, url, google, tmp_path))
-    assert done.returncode == 2, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, done.stderr[-2000:]
-    assert "vhost refused (530 NOT_ALLOWED - vhost no-such-vhost-here not found)" in errors[0]
-    assert "rabbitmqctl add_vhost" in errors[0]
-    assert "Traceback" not in done.stderr + done.stdout
+    error = _the_one_error(_run(module, _env(pg_url, url, google, tmp_path)))
+    assert "vhost refused (530 NOT_ALLOWED - vhost no-such-vhost-here not found)" in error
+    assert "rabbitmqctl add_vhost" in error
 
 
 @pytest.mark.parametrize("module", SERVICES)
@@ -74,12 +79,9 @@ def test_a_wrong_password_ends_the_service_naming_the_refused_login(
 ) -> None:
     url = _with(amqp_url, password="not-the-password")
     done = _run(module, _env(pg_url, url, google, tmp_path))
-    assert done.returncode == 2, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, done.stderr[-2000:]
-    assert "login refused (403 ACCESS_REFUSED" in errors[0] and "user and password in BROKER_URL" in errors[0]
+    error = _the_one_error(done)
+    assert "login refused (403 ACCESS_REFUSED" in error and "user and password in BROKER_URL" in error
     assert "not-the-password" not in done.stderr + done.stdout
-    assert "Traceback" not in done.stderr + done.stdout
 
 
 def test_a_wrong_port_is_retried_quietly_with_backoff_until_stopped(
@@ -139,7 +141,5 @@ def test_a_database_that_refuses_us_ends_the_worker_with_postgresqls_reason(
             done = _run("services.worker", _env(empty, amqp_url, google, tmp_path))
     else:
         done = _run("services.worker", _env(_db_with(pg_url, **change), amqp_url, google, tmp_path))
-    assert done.returncode == 2, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "PostgreSQL at" in errors[0] and names in errors[0], done.stderr[-2000:]
-    assert "Traceback" not in done.stderr + done.stdout
+    error = _the_one_error(done)
+    assert "PostgreSQL at" in error and names in error, done.stderr[-2000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +34,6 @@ class QuotaRow:
     pace_per_minute: float | None
 
 
-QuotaSource = Callable[[Container], list[QuotaRow] | None]
-
-
 def governor_quota(c: Container) -> list[QuotaRow] | None:
     """Each Google API's budget, calls in the last minute, 429s and current pace, from the quota governor
     (None where there is no governor, as in a container built without one)."""
@@ -46,9 +42,6 @@ def governor_quota(c: Container) -> list[QuotaRow] | None:
     return [
         QuotaRow(u.api, u.budget_qpm, u.used_last_minute, u.throttled_total, u.current_qpm) for u in c.quota.usage()
     ]
-
-
-quota_source: QuotaSource = governor_quota
 
 
 def _digest(value: str) -> bytes:
@@ -81,7 +74,7 @@ async def admin_page(request: Request) -> Response:
                 "attention": attention,
                 "incidents": admin_queries.open_incidents(s),
                 "runs": admin_queries.last_runs(s),
-                "quota": quota_source(c),
+                "quota": governor_quota(c),
             }
 
     figures = await anyio.to_thread.run_sync(load)
