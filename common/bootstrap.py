@@ -16,6 +16,7 @@ from common.db import make_engine, make_sessionmaker
 from common.events import Event, IncidentClosed, IncidentOpened, Publisher, discard
 from common.gbp_client import GbpClient, GbpUrls
 from common.google_oauth import GoogleOAuthClient, GoogleOAuthConfig
+from common.locked_row import LockedRows
 from common.logging import configure_logging
 from common.metered_http import metered_client
 from common.quota import GBP_APIS, TOKEN, Pacer, QuotaGovernor
@@ -42,6 +43,8 @@ class Container:
 
     def close(self) -> None:
         self.http.close()
+        if self.tokens.locked_rows is not None:
+            self.tokens.locked_rows.close()
         self.engine.dispose()
 
 
@@ -113,5 +116,16 @@ def bootstrap(
         quota,
     )
     publish = broker_publisher(broker) if broker is not None else discard
-    tokens = TokenService(sessions, cipher, oauth, publish=publish, lock_timeout_seconds=settings.lock_timeout_seconds)
+    # PostgreSQL: refreshes lock and write on a pool of their own, opened at the first refresh (common.locked_row).
+    locked_rows = (
+        LockedRows(settings.database_url, max_size=pool_size + 4) if engine.dialect.name == "postgresql" else None
+    )
+    tokens = TokenService(
+        sessions,
+        cipher,
+        oauth,
+        publish=publish,
+        lock_timeout_seconds=settings.lock_timeout_seconds,
+        locked_rows=locked_rows,
+    )
     return Container(settings, engine, sessions, cipher, http, oauth, gbp, tokens, broker, quota)

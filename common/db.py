@@ -24,6 +24,11 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
     return create_engine(url, pool_size=2 * pool_size, max_overflow=0, pool_pre_ping=True, pool_recycle=1800, **kwargs)
 
 
+def psycopg_conninfo(url: str) -> str:
+    """A PostgreSQL SQLAlchemy URL (`postgresql+psycopg://...`) as the connection string psycopg takes."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL; None for another database or an in-memory one."""
     if not url.startswith("sqlite"):

@@ -24,7 +24,7 @@ from common.errors import (
 )
 from common.events import Event, IncidentClosed, IncidentOpened, Publisher, discard
 from common.google_oauth import MSG_NO_REFRESH_TOKEN, TokenGrant
-from common.locked_row import lock_row, write_changes
+from common.locked_row import LockedRows, lock_row, write_changes
 from common.locking import lock_integration
 from common.logging import get_logger
 from common.metrics import record_refresh
@@ -58,6 +58,8 @@ class TokenService:
     publish: Publisher = discard
     lock_timeout_seconds: float = 30.0
     clock: Callable[[], dt.datetime] = field(default=utcnow)
+    # PostgreSQL: the refresh's own pool and two-round-trip transaction (common.locked_row); None: the session path.
+    locked_rows: LockedRows | None = None
 
     def ensure_fresh_token(
         self, integration_id: int, margin_seconds: int = 300, *, rejected_token: str | None = None
@@ -163,29 +165,29 @@ class TokenService:
         requested_at: dt.datetime | None = None,
     ) -> tuple[str, bool]:
         started, called_at = time.perf_counter(), self.clock()
-        events: list[Event] = []
-        failure: ProviderError | None = None
-        token = ""
         # A slot is taken before the lock (waiting holds nothing); one taken for a refresh another
         # worker has done meanwhile is a slot lost, not a call made.
         self.oauth.wait_for_token_slot()
+        check = _Check(margin_seconds, rejected_token, requested_at or called_at, requested_at, log_skip, started)
+        known: _KnownFailure | None = None
+        if self.locked_rows is not None:
+            lean = self._refresh_lean(integration_id, check)
+            if isinstance(lean, tuple):
+                return lean
+            known = lean
+        events: list[Event] = []
+        failure: ProviderError | None = None
+        token = ""
         with self.sessions.begin() as s:
             row, read = lock_row(s, integration_id, self.lock_timeout_seconds)
             _check_active(row)
-            refreshed_since = (
-                requested_at is not None
-                and row.last_refreshed_at is not None
-                and row.last_refreshed_at >= requested_at
-                and self._fresh(row, 0)
-            )
-            if refreshed_since or self._fresh(row, margin_seconds):
-                current = self._access_token(row)
-                if rejected_token is None or current != rejected_token:
-                    if log_skip or rejected_token is not None:
-                        _log_skip(row, _skip_reason(row, rejected_token, requested_at or called_at), started)
-                    return current, False
+            current = self._unless_due(row, check)
+            if current is not None:
+                return current, False
             if not row.refresh_token_enc:
                 failure = ReauthRequired("no_refresh_token", MSG_NO_REFRESH_TOKEN)
+            elif known is not None and known.refresh_token_enc == row.refresh_token_enc:
+                failure = known.error  # the lean path's call with this very grant failed: not asked again
             else:
                 refresh_token = self.cipher.decrypt(row.refresh_token_enc, integration_id=row.id, field="refresh_token")
                 try:
@@ -202,9 +204,7 @@ class TokenService:
                 # An open incident implies a failure counted since the last stored grant (open_incident
                 # makes sure): with none, the incident lookup, a query per refresh, is skipped.
                 failures_since_grant = row.refresh_failure_count
-                # A Business Profile 403 is not about the grant: a refresh that works does not lift it, so its
-                # re-auth state and incident stay until the user reconnects (else: an email per sync and night).
-                denied = bool(row.needs_reauth) and row.error_reason == PERMISSION_DENIED
+                denied = _permission_denied(row)
                 store_grant(row, grant, self.cipher, self.clock(), clear_error=not denied)
                 if failures_since_grant and not denied:
                     events += close_incident(s, row, self.clock())
@@ -217,17 +217,86 @@ class TokenService:
             _log_failed(row, failure, started)
             self.publish(events)
             raise failure
-        record_refresh("succeeded")
-        log.info(
-            "token.refresh.succeeded",
-            integration_id=integration_id,
-            platform=platform,
-            duration_ms=_ms(started),
-            expires_at=expires_at.isoformat() if expires_at else None,
-        )
+        _log_succeeded(integration_id, platform, expires_at, started)
         if events:
             self.publish(events)
         return token, True
+
+    def _refresh_lean(self, integration_id: int, check: _Check) -> tuple[str, bool] | _KnownFailure | None:
+        """The common refresh in two round trips (common.locked_row.LockedRows): lock and read, call, write and commit.
+
+        Returns the token (and whether a call was made) when done. What needs the ORM in the same transaction
+        goes to the session path, which locks again and decides again: None when nothing was asked of the
+        provider (failures counted since the last grant, so maybe an incident to close; a re-auth state; no
+        refresh token), the failure when the provider refused the grant (recorded there, with its incident,
+        unless the grant changed meanwhile). Nothing is written here in those cases.
+        """
+        assert self.locked_rows is not None
+        with self.locked_rows.locked(integration_id, self.lock_timeout_seconds) as locked:
+            row = locked.row
+            _check_active(row)
+            current = self._unless_due(row, check)
+            if current is not None:
+                return current, False
+            if not row.refresh_token_enc or row.refresh_failure_count or row.needs_reauth:
+                return None
+            refresh_token = self.cipher.decrypt(row.refresh_token_enc, integration_id=row.id, field="refresh_token")
+            try:
+                grant = self.oauth.refresh(refresh_token)
+            except QuotaExceeded:
+                raise
+            except TransientProviderError as exc:
+                _log_failed(row, exc, check.started)
+                raise
+            except ProviderError as exc:
+                return _KnownFailure(row.refresh_token_enc, exc)
+            store_grant(row, grant, self.cipher, self.clock())
+            locked.commit()
+        _log_succeeded(integration_id, row.platform, row.token_expires_at, check.started)
+        return grant.access_token, True
+
+    def _unless_due(self, row: Integration, check: _Check) -> str | None:
+        """The current access token when this refresh is not to be made (logged as skipped); None when it is."""
+        refreshed_since = (
+            check.requested_at is not None
+            and row.last_refreshed_at is not None
+            and row.last_refreshed_at >= check.requested_at
+            and self._fresh(row, 0)
+        )
+        if not (refreshed_since or self._fresh(row, check.margin_seconds)):
+            return None
+        current = self._access_token(row)
+        if check.rejected_token is not None and current == check.rejected_token:
+            return None
+        if check.log_skip or check.rejected_token is not None:
+            _log_skip(row, _skip_reason(row, check.rejected_token, check.asked_at), check.started)
+        return current
+
+
+@dataclass(frozen=True)
+class _Check:
+    """What one refresh call decides by under the lock."""
+
+    margin_seconds: int
+    rejected_token: str | None
+    asked_at: dt.datetime  # requested_at, else when the call began
+    requested_at: dt.datetime | None
+    log_skip: bool
+    started: float
+
+
+@dataclass(frozen=True)
+class _KnownFailure:
+    """The provider refused the grant stored as `refresh_token_enc`."""
+
+    refresh_token_enc: str
+    error: ProviderError
+
+
+def _permission_denied(row: Integration) -> bool:
+    # A Business Profile 403 is not about the grant: a refresh that works does not lift it, so its
+    # re-auth state and incident stay until the user reconnects (else: an email per sync and night).
+    return bool(row.needs_reauth) and row.error_reason == PERMISSION_DENIED
 
 
 def store_grant(
@@ -339,6 +408,17 @@ def _log_skip(row: Integration, reason: str, started: float) -> None:
         duration_ms=_ms(started),
         reason=reason,
         expires_at=row.token_expires_at.isoformat() if row.token_expires_at else None,
+    )
+
+
+def _log_succeeded(integration_id: int, platform: str, expires_at: dt.datetime | None, started: float) -> None:
+    record_refresh("succeeded")
+    log.info(
+        "token.refresh.succeeded",
+        integration_id=integration_id,
+        platform=platform,
+        duration_ms=_ms(started),
+        expires_at=expires_at.isoformat() if expires_at else None,
     )
 
 

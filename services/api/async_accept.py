@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from sqlalchemy import make_url
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 
+from common.db import psycopg_conninfo
 from common.sync_requests import STALE
 from common.users import key_digest
 from services.api.queries import work_check_result, work_check_statement
@@ -46,10 +46,9 @@ class AsyncWorkCheck:
     """`queries.authorize_work`, on the event loop, for a PostgreSQL `database_url`."""
 
     def __init__(self, database_url: str, *, max_size: int = 10) -> None:
-        url = make_url(database_url).set(drivername="postgresql")
         self._sql = str(work_check_statement().compile(dialect=pg_psycopg.dialect()))  # type: ignore[no-untyped-call]
         self._pool = AsyncConnectionPool(
-            url.render_as_string(hide_password=False),
+            psycopg_conninfo(database_url),
             min_size=1,
             max_size=max_size,
             open=False,
