@@ -92,7 +92,7 @@ class LockedRows:
         for attempt in (1, 2):
             conn = self._pool.getconn()
             try:
-                found = _first_row(conn, sql, integration_id, timeout_seconds)
+                found = _first_row(conn, sql, integration_id, timeout_seconds, skip=2)
             except psycopg.OperationalError:
                 self._release(conn)
                 if attempt == 1 and conn.broken:
@@ -127,13 +127,14 @@ class LockedRows:
 
 
 def _first_row(
-    conn: psycopg.Connection[Any], sql: bytes, integration_id: int, timeout_seconds: float
+    conn: psycopg.Connection[Any], sql: bytes, integration_id: int, timeout_seconds: float, *, skip: int
 ) -> tuple[Any, ...] | None:
+    """Run the statements of `sql`; the first row of the result after the first `skip` (those of BEGIN, SET)."""
     with conn.cursor() as cur:
         try:
             cur.execute(sql)
-            while cur.description is None and cur.nextset():
-                pass
+            for _ in range(skip):
+                cur.nextset()
             return cur.fetchone()
         except psycopg.errors.LockNotAvailable:
             raise LockTimeout(f"integration {integration_id} stayed locked for over {timeout_seconds:g}s") from None
@@ -152,7 +153,7 @@ def lock_row(session: Session, integration_id: int, timeout_seconds: float) -> t
     ms = max(1, int(timeout_seconds * 1000))
     # Integers only are formatted in: the two statements go as one simple query, one round trip.
     sql = f"SET LOCAL lock_timeout = {ms:d}; " + _SELECT_SQL.format(id=int(integration_id))
-    found = _first_row(_driver(session), sql.encode(), integration_id, timeout_seconds)
+    found = _first_row(_driver(session), sql.encode(), integration_id, timeout_seconds, skip=1)
     if found is None:
         raise IntegrationNotFound(f"integration {integration_id} does not exist")
     return _as_row(found)

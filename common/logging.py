@@ -1,10 +1,15 @@
-"""structlog setup: JSON lines (console on a TTY), stdlib loggers through the same chain, redaction last."""
+"""structlog setup: JSON lines (console on a TTY), stdlib loggers through the same chain, redaction last.
+
+structlog's events are rendered by structlog and written by `LineLogger`; stdlib records (Dramatiq, pika,
+uvicorn) go through the root handler's `ProcessorFormatter` with the same processors: one format either way.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,6 +96,25 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+class LineLogger:
+    """Where structlog's own events go: one rendered line per call, written and flushed under the stdlib
+    handler's lock, so they never interleave with the stdlib records (Dramatiq's, pika's) in the same stream.
+
+    Our events skip the stdlib machinery (LogRecord, handler, ProcessorFormatter): the same processors,
+    redaction and renderer, at about half the CPU of a line.
+    """
+
+    def __init__(self, name: str, stream: Any, lock: Any) -> None:
+        self.name, self._stream, self._lock = name, stream, lock
+
+    def msg(self, line: str) -> None:
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
 def configure_logging(level: str = "INFO", fmt: str = "", *, stream: Any = None) -> None:
     """Configure structlog and the stdlib root logger; call once from a service's bootstrap."""
     out = stream or sys.stdout
@@ -102,9 +126,15 @@ def configure_logging(level: str = "INFO", fmt: str = "", *, stream: Any = None)
         else structlog.processors.JSONRenderer(default=str)
     )
     shared = _shared_processors()
+    handler = logging.StreamHandler(out)
+    lock = handler.lock or threading.RLock()
+
+    def line_logger(*args: Any) -> LineLogger:
+        return LineLogger(str(args[0]) if args else "root", out, lock)
+
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=[*shared, redact, renderer],
+        logger_factory=line_logger,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         # Not cached: a logger already used must follow a later configure_logging (level, stream, capture).
         cache_logger_on_first_use=False,
@@ -117,7 +147,6 @@ def configure_logging(level: str = "INFO", fmt: str = "", *, stream: Any = None)
             renderer,
         ],
     )
-    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

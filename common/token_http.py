@@ -7,10 +7,11 @@ httpx call it replaces: no retries, no redirects followed, the configured timeou
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -43,6 +44,9 @@ class FormAnswer:
         return json.loads(self.content)
 
 
+_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+
+
 class FormPoster:
     """POSTs `application/x-www-form-urlencoded` bodies over kept-alive connections; thread-safe.
 
@@ -59,35 +63,38 @@ class FormPoster:
             "ca_certs": certifi.where(),
         }
         self._direct = urllib3.PoolManager(**self._options)
-        self._by_url: dict[str, urllib3.PoolManager] = {}
+        self._proxies: dict[str, urllib3.ProxyManager] = {}
+        self._by_url: dict[str, Callable[..., urllib3.BaseHTTPResponse]] = {}
         self._lock = threading.Lock()
 
     def post(self, url: str, form: Mapping[str, str]) -> FormAnswer:
         """Raises urllib3's `TimeoutError` (connect or read) or `HTTPError` (anything else on the wire)."""
-        resp = self._manager(url).request(
-            "POST",
-            url,
-            body=urlencode(form),
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            redirect=False,
-        )
+        resp = self._sender(url)(body=urlencode(form).encode())
         return FormAnswer(resp.status, resp.headers, resp.data)
 
     def close(self) -> None:
         with self._lock:
-            managers = {id(m): m for m in (self._direct, *self._by_url.values())}
-        for manager in managers.values():
+            managers = [self._direct, *self._proxies.values()]
+            self._by_url.clear()
+        for manager in managers:
             manager.clear()
 
-    def _manager(self, url: str) -> urllib3.PoolManager:
-        manager = self._by_url.get(url)
-        if manager is not None:
-            return manager
+    def _sender(self, url: str) -> Callable[..., urllib3.BaseHTTPResponse]:
+        """How a body is POSTed to `url`, decided once per URL: straight to the host's connection pool (no URL
+        parsing or pool lookup per call), or through the proxy's manager."""
+        sender = self._by_url.get(url)
+        if sender is not None:
+            return sender
         parts = urlsplit(url)
         proxy = urllib.request.getproxies().get(parts.scheme)
         with self._lock:
             if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-                manager = urllib3.ProxyManager(proxy, **self._options)
+                manager = self._proxies.setdefault(proxy, urllib3.ProxyManager(proxy, **self._options))
+                sender = functools.partial(manager.urlopen, "POST", url, headers=_HEADERS, redirect=False)
             else:
-                manager = self._direct
-            return self._by_url.setdefault(url, manager)
+                pool = self._direct.connection_from_url(url)
+                target = urllib3.util.parse_url(url).request_uri
+                sender = functools.partial(
+                    pool.urlopen, "POST", target, headers=_HEADERS, redirect=False, assert_same_host=False
+                )
+            return self._by_url.setdefault(url, sender)
