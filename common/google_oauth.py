@@ -15,13 +15,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import urllib3
 
 from common.errors import ProviderConfigError, QuotaExceeded, ReauthRequired, TransientProviderError
 from common.metered_http import metered_client
 from common.metrics import record_google_request
 from common.quota import TOKEN, Pacer
-from common.token_http import Answer, FormPoster
+from common.token_http import Answer, FormPoster, TransportError
 
 BUSINESS_SCOPE = "https://www.googleapis.com/auth/business.manage"
 SCOPES = ("openid", "email", BUSINESS_SCOPE)
@@ -155,15 +154,12 @@ class GoogleOAuthClient:
         sent_at = time.time()
         try:
             resp = self._token_http.post(self._cfg.token_url, form)
-        except urllib3.exceptions.HTTPError as exc:
+        except TransportError as exc:
             # Not through the metered httpx client (common/metered_http.py): counted here, as it counts.
             record_google_request("token", "network")
-            if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
-                exc,
-                urllib3.exceptions.NewConnectionError,  # a ConnectTimeoutError subclass, but refused
-            ):
+            if exc.timed_out:
                 raise TransientProviderError("timeout", "Google's token endpoint timed out") from None
-            raise TransientProviderError("network", f"Could not reach Google: {type(exc).__name__}") from None
+            raise TransientProviderError("network", "Could not reach Google: the connection failed") from None
         record_google_request("token", resp.status_code)
         body = _json_object(resp)
         if resp.status_code == 200 and body is not None:
