@@ -28,7 +28,7 @@ class BenchConfig:
     n: int = 20_000
     latency_ms: int = 50
     worker_processes: int = 2
-    worker_threads: int = 16
+    worker_threads: int = 32
     zero_latency_n: int = 10_000
     baseline_sample: int = 200
     fanout_sizes: tuple[int, ...] = (100_000, 1_000_000)
@@ -54,7 +54,7 @@ def load_config() -> BenchConfig:
         n=n,
         latency_ms=_int("BENCH_LATENCY_MS", 50),
         worker_processes=_int("BENCH_WORKER_PROCESSES", 2),
-        worker_threads=_int("BENCH_WORKER_THREADS", 16),
+        worker_threads=_int("BENCH_WORKER_THREADS", 32),
         zero_latency_n=min(n, _int("BENCH_ZERO_LATENCY_N", 10_000)),
         baseline_sample=min(n, _int("BENCH_BASELINE_SAMPLE", 200)),
         fanout_sizes=_ints("BENCH_FANOUT_SIZES", (100_000, 1_000_000)),
