@@ -58,8 +58,8 @@ class _CoalescedAckConsumer(_RabbitmqConsumer):
 
     Dramatiq asks the consumer's connection for one thread-safe callback per ack: a write to its wake-up
     pipe, a wake-up and a flush each. Here the acks that worker threads post while one such callback is
-    pending join it, so a busy consumer wakes once for many acks; each is still its own `basic.ack` (no
-    `multiple`, since messages finish out of order). Ack-after-processing is unchanged: a message whose
+    pending join it, so a busy consumer wakes once for many acks and sends them in one write; each is still
+    its own `basic.ack` (no `multiple`, since messages finish out of order). Ack-after-processing is unchanged: a message whose
     ack was not sent when the connection dropped is redelivered, as before.
     """
 
@@ -88,8 +88,12 @@ class _CoalescedAckConsumer(_RabbitmqConsumer):
     def _send_acks(self) -> None:
         with self._acks_lock:
             tags, self._acks = self._acks, []
-        for tag in tags:
-            self.channel.basic_ack(tag)
+        # All but the last are queued on the channel's core (pika's BlockingChannel flushes the socket after
+        # each of its calls); the last one's flush sends them together.
+        queue = getattr(self.channel, "_impl", self.channel)
+        for tag in tags[:-1]:
+            queue.basic_ack(tag)
+        self.channel.basic_ack(tags[-1])
 
 
 class _Broker(RabbitmqBroker):
