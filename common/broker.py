@@ -59,8 +59,8 @@ class _CoalescedAckConsumer(_RabbitmqConsumer):
     Dramatiq asks the consumer's connection for one thread-safe callback per ack: a write to its wake-up
     pipe, a wake-up and a flush each. Here the acks that worker threads post while one such callback is
     pending join it, so a busy consumer wakes once for many acks and sends them in one write; each is still
-    its own `basic.ack` (no `multiple`, since messages finish out of order). Ack-after-processing is unchanged: a message whose
-    ack was not sent when the connection dropped is redelivered, as before.
+    its own `basic.ack` (no `multiple`, since messages finish out of order). Ack-after-processing is
+    unchanged: a message whose ack was not sent when the connection dropped is redelivered, as before.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
