@@ -151,6 +151,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "p99_ms": round(1000 * percentile(lat, 0.99), 2),
         "max_ms": round(1000 * (lat[-1] if lat else 0.0), 2),
         "statuses": dict(rec.statuses),
+        # The generator shares the machine's cores with the server: its own CPU per request says how much.
+        "loadgen_cpu_ms_per_request": round(1000 * time.process_time() / max(1, len(lat)), 3),
     }
 
 
