@@ -9,6 +9,9 @@ its WebSocket protocol. The rest of that connection is served by h11.
 
 One case stays httptools' 400: a request with an unknown method that follows another in the same read
 (pipelined), or while an earlier response is still being sent; its start cannot be found in the bytes.
+
+It also sends what one turn of the event loop writes to a connection in one write: uvicorn writes a
+response's head and its body separately, two system calls and two TCP segments on loopback per answer.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ class HttpToolsOrH11(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self._between = True  # no request begun since the last one ended: the next read starts a request
         self._head: list[bytes] | None = None  # the bytes of the request being read, while its head is
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.transport = CoalescingTransport(self.transport, self.loop)  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if self._between:
@@ -78,7 +85,40 @@ class HttpToolsOrH11(HttpToolsProtocol):
         head, self._head = b"".join(self._head), None
         protocol = H11Protocol(self.config, self.server_state, self.app_state, self.loop)
         self.connections.discard(self)
-        self.transport.set_protocol(protocol)
-        protocol.connection_made(self.transport)
+        transport = self.transport
+        if isinstance(transport, CoalescingTransport):
+            transport = transport.flushed()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
         protocol.data_received(head)
         return True
+
+
+class CoalescingTransport:
+    """A connection's transport whose writes in one turn of the event loop go out as one write at its end."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def close(self) -> None:
+        self.flushed().close()
+
+    def flushed(self) -> asyncio.Transport:
+        """The transport itself, once what was written is sent."""
+        self._flush()
+        return self._transport
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(b"".join(pending))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
