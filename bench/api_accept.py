@@ -118,7 +118,8 @@ def run(stack: Stack, fleet: Fleet, cfg: BenchConfig, say: Callable[[str], None]
         top = max(int(row["api"]["rps"]) for row in rows) if rows else cfg.open_loop_rate
         over = overload(stack, api_port, fleet.api_key, ids, 2 * top, cfg.open_loop_seconds)
         say(
-            f"  overload {over['rate']}/s: statuses {over['statuses']}, max {over['max_ms']} ms, "
+            f"  overload {over['rate']}/s: statuses {over['statuses']}, max {over['max_ms']} ms "
+            f"(sent {over['max_at_s']} s in), "
             f"{over['queued']} queued for {over['accepted']} accepted"
         )
         peak = {"api": procstats.peak_rss_mb(stack.api.pid), "bare": procstats.peak_rss_mb(bare.pid)}

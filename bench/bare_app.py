@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.api.http_protocol import HttpToolsOrH11
+
 
 async def sync(request: Request) -> Response:
     iid = int(request.path_params["id"])
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         server_header=False,
-        http="h11",  # the API's server stack (services/api/__main__.py): uvloop + h11
+        http=HttpToolsOrH11,  # the API's server stack (services/api/__main__.py): uvloop + httptools
         proxy_headers=True,
     )
     return 0

@@ -25,11 +25,15 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, data: bytes) -> int:
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(data)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        return self.reader, self.writer
+
+    async def request(self, data: bytes) -> int:
+        reader, writer = await self.connect()
+        writer.write(data)
+        head = await reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         headers = head.lower()
         length = 0
@@ -37,11 +41,11 @@ class Connection:
         start = headers.find(b"content-length:")
         if start >= 0:
             length = int(headers[start + 15 : headers.index(b"\r\n", start)])
-            await self.reader.readexactly(length)
+            await reader.readexactly(length)
         elif b"transfer-encoding: chunked" in headers:
             while True:
-                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
-                await self.reader.readexactly(size + 2)
+                size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                await reader.readexactly(size + 2)
                 if size == 0:
                     break
         if close:
@@ -65,11 +69,15 @@ class Recorder:
     def __init__(self, measure_from: float) -> None:
         self.measure_from = measure_from
         self.latencies: list[float] = []
+        self.slowest = (0.0, 0.0)  # (latency, when it was scheduled, in seconds from the start of measuring)
         self.statuses: Counter[str] = Counter()
 
     def add(self, scheduled: float, status: int | str) -> None:
         if scheduled >= self.measure_from:
-            self.latencies.append(time.perf_counter() - scheduled)
+            latency = time.perf_counter() - scheduled
+            self.latencies.append(latency)
+            if latency > self.slowest[0]:
+                self.slowest = (latency, scheduled - self.measure_from)
             self.statuses[str(status)] += 1
 
 
@@ -91,10 +99,25 @@ async def closed_loop(args: argparse.Namespace, requests: list[bytes], rec: Reco
     await asyncio.gather(*(client() for _ in range(args.concurrency)))
 
 
-async def open_loop(args: argparse.Namespace, requests: list[bytes], rec: Recorder, start: float, end: float) -> None:
+async def connected(args: argparse.Namespace) -> asyncio.Queue[Connection]:
+    """The open loop's connections, opened before its clock starts, as clients keep theirs: otherwise the first
+    requests of a step with hundreds of connections wait behind this process opening them all at once."""
+    connections = [Connection(args.host, args.port) for _ in range(args.concurrency)]
+    await asyncio.gather(*(c.connect() for c in connections))
     pool: asyncio.Queue[Connection] = asyncio.Queue()
-    for _ in range(args.concurrency):
-        pool.put_nowait(Connection(args.host, args.port))
+    for connection in connections:
+        pool.put_nowait(connection)
+    return pool
+
+
+async def open_loop(
+    args: argparse.Namespace,
+    pool: asyncio.Queue[Connection],
+    requests: list[bytes],
+    rec: Recorder,
+    start: float,
+    end: float,
+) -> None:
     cycle = itertools.cycle(requests)
     tasks: list[asyncio.Task[None]] = []
 
@@ -131,12 +154,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     ids = [int(x) for x in args.ids.split(",")]
     requests = build_requests(f"{args.host}:{args.port}", args.path, args.token, ids)
+    pool = await connected(args) if args.rate else None
     start = time.perf_counter()
     measure_from = start + args.warmup
     end = measure_from + args.seconds
     rec = Recorder(measure_from)
-    if args.rate:
-        await open_loop(args, requests, rec, start, end)
+    if pool is not None:
+        await open_loop(args, pool, requests, rec, start, end)
     else:
         await closed_loop(args, requests, rec, end)
     lat = sorted(rec.latencies)
@@ -150,7 +174,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "p90_ms": round(1000 * percentile(lat, 0.90), 2),
         "p99_ms": round(1000 * percentile(lat, 0.99), 2),
         "max_ms": round(1000 * (lat[-1] if lat else 0.0), 2),
+        "max_at_s": round(rec.slowest[1], 2),
         "statuses": dict(rec.statuses),
+        # The generator shares the machine's cores with the server: its own CPU per request says how much.
+        "loadgen_cpu_ms_per_request": round(1000 * time.process_time() / max(1, len(lat)), 3),
     }
 
 

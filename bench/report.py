@@ -203,6 +203,8 @@ def _api(results: dict[str, Any]) -> list[str]:
         for x in a["closed_loop"]
     ]
     lines.append(f"  CPU per accepted request, by connections: {'; '.join(backends)}")
+    loadgen = [f"{x['concurrency']}: {x['api'].get('loadgen_cpu_ms_per_request')} ms" for x in a["closed_loop"]]
+    lines.append(f"  load generator CPU per API request (same cores), by connections: {'; '.join(loadgen)}")
     if "overload" in a:
         o = a["overload"]
         lines.append(

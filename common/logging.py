@@ -6,6 +6,7 @@ uvicorn) go through the root handler's `ProcessorFormatter` with the same proces
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -71,6 +72,7 @@ def _scrub(value: Any, depth: int = 0, limit: int = MAX_LOGGED_CHARS) -> Any:
 _NOT_SECRET = frozenset({"run_key"})
 
 
+@functools.lru_cache(maxsize=4096)  # a log line's keys come from a small set: the pattern runs once per name
 def _is_secret_key(key: object) -> bool:
     return isinstance(key, str) and key not in _NOT_SECRET and bool(_SECRET_KEY.search(key))
 

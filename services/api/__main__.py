@@ -18,6 +18,7 @@ from common.config import Settings, load_settings
 from common.errors import ConfigError
 from common.logging import configure_logging, get_logger
 from services.api.app import create_app
+from services.api.http_protocol import HttpToolsOrH11
 from services.api.publishing import api_broker_url
 
 
@@ -52,9 +53,9 @@ _UVICORN: dict[str, Any] = {
     "server_header": False,
     "proxy_headers": True,
     "timeout_graceful_shutdown": 10,
-    # h11, not httptools: httptools refuses an unknown method with its own 400 before the app sees it, so it
-    # would be neither logged nor counted as OTHER. The loop is uvloop when installed (pinned).
-    "http": "h11",
+    # httptools, handing a connection to h11 for a method httptools does not know (it would answer 400 itself,
+    # so the request would be neither logged nor counted as OTHER). The loop is uvloop when installed (pinned).
+    "http": HttpToolsOrH11,
 }
 
 

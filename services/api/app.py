@@ -10,23 +10,22 @@ from typing import Any
 
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from common.bootstrap import Container
 from common.signing import Signer
 from services.api import admin_routes, health_routes, integrations_routes, oauth_routes
+from services.api.accept import AcceptRoute
 from services.api.amqp_async import AsyncPublisher
 from services.api.async_accept import AsyncWorkCheck
 from services.api.errors import EXCEPTION_HANDLERS
-from services.api.headers import SecurityHeaders
+from services.api.front import ApiApp
 from services.api.metrics import ApiMetrics, serve_metrics
-from services.api.middleware import BodyLimit, RequestObserver
 from services.api.pages import content_security_policy
 from services.api.publishing import BrokerGateway, api_broker_url
 from services.api.rate_limit import RateLimiter
 from services.api.schemas import openapi_document
-from services.api.shedding import InFlight, ShedWhenFull
+from services.api.shedding import InFlight
 from services.api.state import ApiState
 from services.api.web import web_routes
 
@@ -103,17 +102,14 @@ def create_app(
         *([] if settings.metrics_port else [health_routes.metrics_route]),
         *web_routes(),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(ShedWhenFull, in_flight=state.in_flight),
-            Middleware(RequestObserver, metrics=metrics),
-            Middleware(SecurityHeaders, csp=content_security_policy([settings.google_auth_url])),
-            Middleware(BodyLimit, max_bytes=max_body_bytes),
-        ],
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
+    app = ApiApp(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.front_options = {
+        "metrics": metrics,
+        "in_flight": state.in_flight,
+        "csp": content_security_policy([settings.google_auth_url]),
+        "max_bytes": max_body_bytes,
+        "accept": AcceptRoute(state) if state.work_check is not None else None,
+    }
     app.state.api = state
     app.state.openapi = openapi_document(extra_paths)
     return app

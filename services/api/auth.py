@@ -28,7 +28,11 @@ class Caller:
 
 def bearer_key(request: Request) -> str | None:
     """The credential of an `Authorization: Bearer <key>` header, or None."""
-    header = request.headers.get("authorization", "")
+    return parse_bearer(request.headers.get("authorization", ""))
+
+
+def parse_bearer(header: str) -> str | None:
+    """The credential of an `Authorization` header's value `Bearer <key>`, or None."""
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value or len(value) > _MAX_KEY_LENGTH:

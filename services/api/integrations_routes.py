@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 
 import anyio.to_thread
@@ -11,21 +10,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from common import sync_requests
-from common.tasks import REFRESH_INTEGRATION, SYNC_INTEGRATION, build_message, new_message_id
+from common.tasks import new_message_id
 from services.api import params, queries
-from services.api.amqp_async import AsyncPublisher
-from services.api.async_accept import AsyncWorkCheck, DatabaseBusy
-from services.api.auth import caller_of, require_user, require_user_for_work, required_key
+from services.api.accept import WORK, accept
+from services.api.auth import require_user, require_user_for_work, required_key
 from services.api.disconnect import disconnect
 from services.api.errors import ApiError
 from services.api.insights import next_link, page_request, render_page
 from services.api.publishing import PublishFailed
 from services.api.rate_limit import limit_work
 from services.api.state import api_state
-
-# "Refresh this one now": a window no token outlives, so the worker always calls Google (under the
-# integration's lock, so a refresh that just happened elsewhere is reused rather than repeated).
-FORCE_REFRESH_WITHIN_SECONDS = 10**9
 
 
 async def list_integrations(request: Request) -> Response:
@@ -48,14 +42,14 @@ async def integration(request: Request) -> Response:
 
 
 async def sync(request: Request) -> Response:
-    return await _enqueue(request, SYNC_INTEGRATION, coalesce=True)
+    return await _enqueue(request, "sync")
 
 
 async def refresh(request: Request) -> Response:
-    return await _enqueue(request, REFRESH_INTEGRATION, FORCE_REFRESH_WITHIN_SECONDS)
+    return await _enqueue(request, "refresh")
 
 
-async def _enqueue(request: Request, actor: str, *extra: int, coalesce: bool = False) -> Response:
+async def _enqueue(request: Request, action: str) -> Response:
     try:
         iid = params.integration_id(request)
     except ApiError:
@@ -64,16 +58,15 @@ async def _enqueue(request: Request, actor: str, *extra: int, coalesce: bool = F
     state = api_state(request)
     with state.in_flight.slot():
         if state.work_check is not None and state.publisher is not None:
-            message_id = await _enqueue_async(
-                request, state.work_check, state.publisher, actor, iid, *extra, coalesce=coalesce
-            )
+            message_id = await accept(state, required_key(request), action, iid, request.scope.setdefault("state", {}))
         else:
-            message_id = await _enqueue_threads(request, actor, iid, *extra, coalesce=coalesce)
+            message_id = await _enqueue_threads(request, action, iid)
     return JSONResponse({"integration_id": iid, "message_id": message_id}, status_code=202)
 
 
-async def _enqueue_threads(request: Request, actor: str, iid: int, *extra: int, coalesce: bool) -> str:
+async def _enqueue_threads(request: Request, action: str, iid: int) -> str:
     """The thread path (SQLite, the in-process broker): the same checks, claim and publish, each in a thread."""
+    actor, extra, coalesce = WORK[action]
     state = api_state(request)
     sessions = state.container.sessions
     caller = await require_user_for_work(request, lambda key: queries.authorize_work(sessions, key, iid))
@@ -91,38 +84,6 @@ async def _enqueue_threads(request: Request, actor: str, iid: int, *extra: int, 
         await anyio.to_thread.run_sync(sync_requests.release, sessions, iid, message_id)
         raise
     return message_id
-
-
-async def _enqueue_async(
-    request: Request,
-    check: AsyncWorkCheck,
-    publisher: AsyncPublisher,
-    actor: str,
-    iid: int,
-    *extra: int,
-    coalesce: bool,
-) -> str:
-    key = required_key(request)
-    try:
-        user = await check.check(key, iid)
-        caller = caller_of(request, user)
-        limit_work(request, caller.user_id)
-        message = build_message(actor, iid, *extra)
-        if coalesce and (queued := await check.claim_sync(iid, message.message_id)) is not None:
-            return queued  # folded into the sync already queued
-    except DatabaseBusy:
-        raise ApiError(
-            503, "database_unavailable", "The database is unavailable; try again shortly.", {"Retry-After": "1"}
-        ) from None
-    try:
-        await publisher.send(message)
-    except PublishFailed:
-        api_state(request).metrics.publish_failed(actor)
-        if coalesce:
-            with contextlib.suppress(DatabaseBusy):  # else the claim goes stale by itself (sync_requests.STALE)
-                await check.release_sync(iid, message.message_id)
-        raise
-    return message.message_id
 
 
 async def delete_integration(request: Request) -> Response:

@@ -41,11 +41,16 @@ class ApiMetrics:
             ("actor",),
             registry=self.registry,
         )
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request; `method` and `route` must already be bounded (method_label, a route template)."""
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        series = self._series.get((method, route, status))
+        if series is None:  # labels() takes a lock and builds a key per call: look each series up once
+            series = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def publish_failed(self, actor: str) -> None:
         self.publish_failures.labels(actor).inc()

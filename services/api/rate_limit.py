@@ -63,7 +63,12 @@ class RateLimiter:
 
 def limit_work(request: Request, user_id: int) -> None:
     """429 with Retry-After when the caller's key is over API_RATE_LIMIT_PER_MINUTE for work requests."""
-    wait = api_state(request).limiter.wait(user_id)
+    limit_key(api_state(request).limiter, user_id)
+
+
+def limit_key(limiter: RateLimiter, user_id: int) -> None:
+    """`limit_work` on the limiter itself (for the ASGI fast path, which has no Request)."""
+    wait = limiter.wait(user_id)
     if wait > 0:
         seconds = max(1, math.ceil(wait))
         raise ApiError(

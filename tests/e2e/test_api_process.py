@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -136,3 +137,43 @@ def test_the_api_process_connects_an_account_queues_a_sync_and_logs_json_without
     secrets = google.fake.issued_tokens() | {key, google.fake.client_secret, TEST_KEYS.split(":", 1)[1]}
     assert secrets and not [s for s in secrets if s in text]
     assert "code=" not in text and "state=" not in text, "the OAuth callback's query is never logged"
+
+
+def _exchange(api: RunningApi, *writes: bytes) -> list[str]:
+    """Send `writes` on one connection, each once the answers before it are read (so each is a read of its
+    own on the server); an empty write stands for "nothing to answer yet". The answers' status lines."""
+    url = httpx.URL(api.url)
+    statuses: list[str] = []
+    with socket.create_connection((url.host, url.port), timeout=10) as sock, sock.makefile("rb") as answers:
+        for data in writes:
+            sock.sendall(data)
+            if data.endswith(b"\r\n\r\n"):
+                statuses.append(answers.readline().decode().strip())
+                length = 0
+                while (line := answers.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                answers.read(length)
+    return statuses
+
+
+def _request(method: str, path: str = "/healthz") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: api\r\n\r\n".encode()
+
+
+def test_a_method_the_fast_parser_refuses_still_reaches_the_app_and_is_logged_as_other(
+    running_api: RunningApi,
+) -> None:
+    """The API parses HTTP with httptools, which refuses methods outside its list with a 400 of its own; the
+    connection goes over to h11 for such a request, so the app answers it (405 on /healthz) and logs and
+    counts it as OTHER: on a new connection, split over two reads, and after other requests on the same one."""
+    assert _exchange(running_api, _request("FROB")) == ["HTTP/1.1 405 Method Not Allowed"]
+    split = _request("M0X")
+    assert _exchange(running_api, split[:1], split[1:]) == ["HTTP/1.1 405 Method Not Allowed"]
+    kept = _exchange(running_api, _request("GET"), _request("BREW"), _request("GET"))
+    assert kept == ["HTTP/1.1 200 OK", "HTTP/1.1 405 Method Not Allowed", "HTTP/1.1 200 OK"]
+    metrics = httpx.get(running_api.metrics_url, timeout=10).text
+    assert 'integrations_api_requests_total{method="OTHER",route="/healthz",status="405"} 3.0' in metrics
+    records = [json.loads(line) for line in running_api.log_lines()]
+    other = [r for r in records if r.get("event") == "http.request" and r["method"] == "OTHER"]
+    assert [(r["route"], r["status"]) for r in other] == [("/healthz", 405)] * 3

@@ -6,7 +6,11 @@ import socket
 import threading
 
 import httpx
+from sqlalchemy import update
+from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
+from common.models import Integration
 from common.tasks import SYNC_INTEGRATION
 from common.users import create_user
 from services.api.state import ApiState
@@ -15,6 +19,8 @@ from tests.support.api import ApiServer, bearer, build_app, close
 from tests.support.flows import connect, new_email
 from tests.support.polling import wait_for
 from tests.support.worker import running_worker
+
+pytest_plugins = ["tests.support.api"]
 
 
 def test_a_sync_accepted_on_the_async_path_is_run_by_a_dramatiq_worker(pg_url: str, amqp_url: str, google) -> None:
@@ -60,3 +66,56 @@ def test_past_the_in_flight_bound_a_work_request_gets_503_with_retry_after_at_on
             assert state.in_flight.current == 0 and state.in_flight.shed == 1
         finally:
             close(c)
+
+
+def test_the_work_routes_answer_alike_from_the_front_layer_and_from_the_router(
+    pg_url: str, google, api_vhost: str
+) -> None:
+    """`Front` answers POST /integrations/{id}/sync|refresh itself; the Starlette routes (the same `accept`)
+    stay for anything else. Both give the same statuses, bodies, headers, request lines and metrics."""
+    settings = make_settings(pg_url, google, broker_url=api_vhost)
+    fast, c = build_app(settings, api_vhost)
+    routed, c2 = build_app(settings, api_vhost)
+    assert fast.front_options["accept"] is not None, "PostgreSQL + RabbitMQ: the front layer answers"  # type: ignore[attr-defined]
+    routed.front_options["accept"] = None  # type: ignore[attr-defined]
+    user_id, key = create_user(c.sessions, new_email())
+    other_id, _ = create_user(c.sessions, new_email())
+    iid, theirs = connect(c, user_id=user_id), connect(c, user_id=other_id)
+    stuck = connect(c, user_id=user_id)
+    with c.sessions.begin() as s:
+        s.execute(update(Integration).where(Integration.id == stuck).values(needs_reauth=True))
+    cases: list[tuple[str, dict[str, str], bytes]] = [
+        (f"/integrations/{iid}/refresh", {}, b""),
+        (f"/integrations/{iid}/refresh", bearer("ik_not-a-key"), b""),
+        (f"/integrations/{theirs}/sync", bearer(key), b""),
+        ("/integrations/9223372036854775807/refresh", bearer(key), b""),
+        (f"/integrations/{stuck}/refresh", bearer(key), b""),
+        (f"/integrations/{iid}/refresh", bearer(key), b"x" * (64 * 1024 + 1)),
+        (f"/integrations/{iid}/refresh", bearer(key), b""),
+    ]
+    answers: dict[str, list[tuple[int, object, list[str]]]] = {}
+    lines: dict[str, list[tuple[object, ...]]] = {}
+    try:
+        for name, app in (("front", fast), ("router", routed)):
+            with TestClient(app) as client, capture_logs() as logs:
+                responses = [client.post(path, headers=headers, content=body) for path, headers, body in cases]
+                metrics = client.get("/metrics").text
+            answers[name] = [
+                (r.status_code, _without_message_id(r.json()), sorted(set(r.headers) - {"date"})) for r in responses
+            ]
+            lines[name] = [
+                tuple(e[k] for k in ("method", "route", "status", "user_id", "integration_id"))
+                for e in logs
+                if e["event"] == "http.request" and e["route"] != "/metrics"
+            ]
+            assert 'route="/integrations/{id}/refresh",status="202"} 1.0' in metrics
+        assert [a[0] for a in answers["front"]] == [401, 401, 404, 404, 409, 413, 202]
+        assert answers["front"] == answers["router"]
+        assert lines["front"] == lines["router"]
+    finally:
+        close(c)
+        close(c2)
+
+
+def _without_message_id(body: object) -> object:
+    return {**body, "message_id": "..."} if isinstance(body, dict) and "message_id" in body else body
