@@ -116,9 +116,10 @@ def bootstrap(
         quota,
     )
     publish = broker_publisher(broker) if broker is not None else discard
-    # PostgreSQL: refreshes lock and write on a pool of their own, opened at the first refresh (common.locked_row).
+    # PostgreSQL: refreshes lock and write on a pool of their own, opened at the first refresh (common.locked_row),
+    # sized like the engine's (2 x pool_size, opened on demand): a worker's sync and fleet threads may all refresh.
     locked_rows = (
-        LockedRows(settings.database_url, max_size=pool_size + 4) if engine.dialect.name == "postgresql" else None
+        LockedRows(settings.database_url, max_size=2 * pool_size) if engine.dialect.name == "postgresql" else None
     )
     tokens = TokenService(
         sessions,

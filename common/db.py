@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+# A database that did not answer or dropped the connection: through SQLAlchemy, or straight from psycopg on the
+# refresh's own connections (common.locked_row). Transient: the state is unchanged, the work is retried.
+DATABASE_ERRORS = (OperationalError, psycopg.OperationalError)
 
 
 def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:

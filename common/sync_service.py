@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from common.db import DATABASE_ERRORS
 from common.errors import (
     AccessTokenRejected,
     IntegrationInactive,
@@ -98,7 +98,7 @@ def sync_integration(container: Container, integration_id: int, *, today: dt.dat
         result = _sync(container, integration_id, start, end)
     except QuotaExceeded:
         raise  # pacing, not failure: the worker defers the work and logs `sync.deferred` (rule 8)
-    except (ProviderError, LockTimeout, OperationalError) as exc:
+    except (ProviderError, LockTimeout, *DATABASE_ERRORS) as exc:
         kind, reason, message = _describe(exc)
         level = "error" if isinstance(exc, ProviderConfigError) else "warning"
         record_sync("failed")

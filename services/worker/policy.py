@@ -8,9 +8,9 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.common import compute_backoff
 from dramatiq.middleware import CurrentMessage
-from sqlalchemy.exc import OperationalError
 
 from common.broker import MAX_BACKOFF_MS, MAX_RETRIES, MIN_BACKOFF_MS
+from common.db import DATABASE_ERRORS
 from common.errors import (
     CipherError,
     IntegrationInactive,
@@ -28,7 +28,7 @@ from services.worker import runtime
 
 # Failing at once: only a person can fix these; the row and the incident already say so.
 THROWS = (ReauthRequired, ProviderConfigError, IntegrationInactive, IntegrationNotFound, CipherError)
-TRANSIENT = (TransientProviderError, LockTimeout, OperationalError)
+TRANSIENT = (TransientProviderError, LockTimeout, *DATABASE_ERRORS)
 
 log = get_logger("integrations.worker")
 
@@ -95,7 +95,7 @@ def _retry_or_record(integration_id: int, exc: Exception) -> None:
         log.warning("retries.exhausted", integration_id=integration_id, attempts=retries + 1, reason=error.reason)
         try:
             runtime.container().tokens.record_transient_failure(integration_id, error)
-        except (OperationalError, LockTimeout):
+        except (*DATABASE_ERRORS, LockTimeout):
             log.exception("retries.record_failed", integration_id=integration_id)
         raise exc
     delay = backoff_ms(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from common.broker import MAX_BACKOFF_MS
+from common.locked_row import APPLICATION_NAME
 from common.models import DISCONNECTED, Incident, Insight, Integration
-from common.tasks import INTEGRATION_CONNECTED, NOTIFY_QUEUE, SYNC_INTEGRATION, send
+from common.tasks import INTEGRATION_CONNECTED, NOTIFY_QUEUE, REFRESH_INTEGRATION, SYNC_INTEGRATION, send
 from services.worker.policy import backoff_ms
 from tests.conftest import make_settings
 from tests.support.flows import connect, expire_soon, load, new_email
@@ -156,3 +157,32 @@ def test_backoff_grows_honours_retry_after_and_stays_under_the_consumer_timeout(
     assert 800 <= backoff_ms(3, 100, 10_000, None) <= 1600
     assert backoff_ms(0, 100, 10_000, retry_after=30) == 30_000
     assert backoff_ms(30, 2_000, 10**9, retry_after=7200) == MAX_BACKOFF_MS < 30 * 60_000
+
+
+def test_a_database_error_inside_the_refresh_transaction_is_retried_by_the_policy(w, google):
+    """The refresh's own connection (common.locked_row) is cut while it holds the lock: a transient failure
+    retried with our backoff (dramatiq.Retry), not an unknown exception, and the retry refreshes."""
+    email = new_email("g")
+    iid = connect(w.container, google_email=email)
+    expire_soon(w.container, iid)
+    google.fake.set_latency("token", 1500)  # the token call waits while the refresh holds its row lock
+    mid = send(w.broker, REFRESH_INTEGRATION, iid, 3600, **FAST)
+    waiting = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = :app AND state = 'idle in transaction'"
+    )
+
+    def holding() -> object:
+        with w.container.engine.connect() as conn:  # a transaction each: pg_stat_activity is a snapshot per transaction
+            return conn.execute(text(waiting), {"app": APPLICATION_NAME}).first()
+
+    wait_for(holding, 15, "the refresh holding its row lock")
+    with w.container.engine.begin() as conn:
+        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM ({waiting}) AS t"), {"app": APPLICATION_NAME})
+    google.fake.set_latency("token", 0)
+
+    wait_for(lambda: any(p.exception is None for p in w.recorder.finished() if p.message_id == mid), 30, "a retry")
+    attempts = [p.exception for p in w.recorder.finished() if p.message_id == mid]
+    assert attempts[0] == "Retry", attempts
+    row = load(w.container, iid)
+    assert row.last_refreshed_at is not None and row.last_sync_status != "error"
