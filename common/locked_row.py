@@ -74,6 +74,9 @@ class LockedRows:
             open=False,
             kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
             name="refresh",
+            # A database that does not answer fails the refresh within seconds (retried as transient), as a
+            # refused connection did through SQLAlchemy, instead of holding a worker thread for the default 30 s.
+            timeout=5.0,
         )
         self._opened = False
 
