@@ -50,9 +50,11 @@ def _measured(pid: int, fn: Callable[[], dict[str, Any]], *, backends: bool = Fa
     cpu = procstats.cpu_seconds(pid)
     result = fn()
     used = procstats.cpu_seconds(pid) - cpu
-    result["server_cpu_ms_per_request"] = round(1000 * used / max(1, result["requests"]), 3)
+    # The CPU was measured over the warm-up too: divided by every answer, the warm-up's included.
+    every = result.get("statuses_with_warmup", result["statuses"])
+    result["server_cpu_ms_per_request"] = round(1000 * used / max(1, sum(every.values())), 3)
     if meter is not None:
-        spent, accepted = meter.stop(), max(1, result["statuses"].get("202", 0))
+        spent, accepted = meter.stop(), max(1, every.get("202", 0))
         for name in _BACKENDS:
             result[f"{name}_cpu_ms_per_accepted"] = round(1000 * spent[name] / accepted, 3)
     return result
