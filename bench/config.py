@@ -34,7 +34,7 @@ class BenchConfig:
     fanout_sizes: tuple[int, ...] = (100_000, 1_000_000)
     api_concurrency: tuple[int, ...] = (10, 50, 100)
     api_seconds: int = 5
-    open_loop_rate: int = 500
+    open_loop_rate: int = 1000
     open_loop_seconds: int = 10
     syncs: int = 20
     fleet_sync_n: int = 300
@@ -60,7 +60,7 @@ def load_config() -> BenchConfig:
         fanout_sizes=_ints("BENCH_FANOUT_SIZES", (100_000, 1_000_000)),
         api_concurrency=_ints("BENCH_API_CONCURRENCY", (10, 50, 100)),
         api_seconds=_int("BENCH_API_SECONDS", 5),
-        open_loop_rate=_int("BENCH_OPEN_LOOP_RATE", 500),
+        open_loop_rate=_int("BENCH_OPEN_LOOP_RATE", 1000),
         open_loop_seconds=_int("BENCH_OPEN_LOOP_SECONDS", 10),
         syncs=_int("BENCH_SYNCS", 20),
         fleet_sync_n=_int("BENCH_FLEET_SYNC_N", 300),
