@@ -29,6 +29,7 @@ class Connections:
         self._waiters: deque[asyncio.Future[object]] = deque()
         self._count = 0  # open or opening
         self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
     async def take(self) -> AsyncConnection:
         """A connection to use and then `give` back."""
@@ -55,7 +56,9 @@ class Connections:
         """Give `conn` back; one that is broken, closed or inside a transaction is closed and its place freed."""
         if self._closed or conn.broken or conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
             if not conn.closed:
-                asyncio.get_running_loop().create_task(conn.close())
+                task = asyncio.get_running_loop().create_task(conn.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
             self._pass_on(_OPEN)
             return
         self._pass_on(conn)
