@@ -176,10 +176,12 @@ def test_a_database_error_inside_the_refresh_transaction_is_retried_by_the_polic
         with w.container.engine.connect() as conn:  # a transaction each: pg_stat_activity is a snapshot per transaction
             return conn.execute(text(waiting), {"app": APPLICATION_NAME}).first()
 
-    wait_for(holding, 15, "the refresh holding its row lock")
-    with w.container.engine.begin() as conn:
-        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM ({waiting}) AS t"), {"app": APPLICATION_NAME})
-    google.fake.set_latency("token", 0)
+    try:
+        wait_for(holding, 15, "the refresh holding its row lock")
+        with w.container.engine.begin() as conn:
+            conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM ({waiting}) AS t"), {"app": APPLICATION_NAME})
+    finally:
+        google.fake.set_latency("token", 0)  # the fake's reset between tests keeps latencies
 
     wait_for(lambda: any(p.exception is None for p in w.recorder.finished() if p.message_id == mid), 30, "a retry")
     attempts = [p.exception for p in w.recorder.finished() if p.message_id == mid]
