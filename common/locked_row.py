@@ -49,7 +49,6 @@ class LockedRow:
 
     def __init__(self, conn: psycopg.Connection[Any], row: Integration, read: dict[str, Any]) -> None:
         self.row, self._conn, self._read = row, conn, read
-        self.committed = False
 
     def commit(self) -> None:
         """One round trip: the UPDATE of the changed columns and the COMMIT (just the COMMIT when none changed)."""
@@ -60,7 +59,6 @@ class LockedRow:
                 cur.execute(sql.encode(), [*changed.values(), self.row.id])
             else:
                 cur.execute(b"COMMIT")
-        self.committed = True
 
 
 class LockedRows:
